@@ -1,0 +1,88 @@
+// Package collector turns what the introspection library sees in a guest
+// into typed events: it runs one supervisor per guest (attach, event loop,
+// detach, retry with backoff), decodes probe hits with the guest's OS layer,
+// applies rules, and hands events to exporters through bounded queues.
+package collector
+
+import "time"
+
+// Kind is the type of an Event.
+type Kind uint8
+
+// Event kinds.
+const (
+	KindFileCreate Kind = iota + 1
+	KindFileWrite
+	KindProcessStart
+	KindProcessExit
+	KindPageFaultInjected
+	KindPageIn
+	KindPageOut
+	KindBreakpointReinjected
+)
+
+var kindNames = [...]string{
+	KindFileCreate:           "file.create",
+	KindFileWrite:            "file.write",
+	KindProcessStart:         "process.start",
+	KindProcessExit:          "process.exit",
+	KindPageFaultInjected:    "pagefault.injected",
+	KindPageIn:               "page.in",
+	KindPageOut:              "page.out",
+	KindBreakpointReinjected: "breakpoint.reinjected",
+}
+
+// Kinds lists every event kind, in order.
+func Kinds() []Kind {
+	return []Kind{KindFileCreate, KindFileWrite, KindProcessStart, KindProcessExit,
+		KindPageFaultInjected, KindPageIn, KindPageOut, KindBreakpointReinjected}
+}
+
+// String returns the dotted name of the kind, as in JSON events and span names.
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// MarshalText encodes the kind by name.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Guest identifies the guest an event comes from. One Guest value is shared
+// by all events of a guest; it must not change after the first event.
+type Guest struct {
+	Domain   string `json:"domain"`              // configured name (QEMU) or Xen domain name
+	DomainID string `json:"domain_id,omitempty"` // Xen domid, QEMU pid or socket
+	OS       string `json:"os"`                  // "linux" or "windows"
+	Kernel   string `json:"kernel,omitempty"`    // kernel build: banner or PDB name+GUID
+}
+
+// Process is the guest process an event concerns.
+type Process struct {
+	PID       uint64 `json:"pid"`
+	PPID      uint64 `json:"ppid"`
+	Name      string `json:"name,omitempty"`       // comm / ImageFileName
+	Image     string `json:"image,omitempty"`      // executable path, when known
+	ImageBase uint64 `json:"image_base,omitempty"` // Windows: SectionBaseAddress
+	PEB       uint64 `json:"peb,omitempty"`        // Windows: process environment block
+}
+
+// Event is one thing that happened in a guest.
+type Event struct {
+	Time  time.Time `json:"time"`
+	Kind  Kind      `json:"kind"`
+	Guest *Guest    `json:"guest"`
+	VCPU  int       `json:"vcpu"`
+	// Probe is the hook that produced the event ("" for engine notices).
+	Probe   string  `json:"probe,omitempty"`
+	Process Process `json:"process"`
+	// Path is the file of file events.
+	Path string `json:"path,omitempty"`
+	// Address is the guest virtual address of page and fault events.
+	Address uint64 `json:"address,omitempty"`
+	// Latency is the time from the vCPU stop to the decoded event.
+	Latency time.Duration `json:"latency_ns"`
+	// Rules are the names of the rules the event matched.
+	Rules []string `json:"rules,omitempty"`
+}
