@@ -41,7 +41,7 @@ const (
 	hdrSMagic = 0x53726448 // "HdrS"
 	// protocolPayload is the first boot protocol version with
 	// payload_offset and payload_length.
-	protocolPayload = 0x0208
+	protocolPayload  = 0x0208
 	protocolInitSize = 0x020a
 )
 
