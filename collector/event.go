@@ -4,7 +4,11 @@
 // applies rules, and hands events to exporters through bounded queues.
 package collector
 
-import "time"
+import (
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+)
 
 // Kind is the type of an Event.
 type Kind uint8
@@ -85,4 +89,7 @@ type Event struct {
 	Latency time.Duration `json:"latency_ns"`
 	// Rules are the names of the rules the event matched.
 	Rules []string `json:"rules,omitempty"`
+	// TraceID is the trace of the event's process, when a trace exporter
+	// is enabled (set by its Enricher; metrics use it as an exemplar).
+	TraceID trace.TraceID `json:"trace_id,omitzero"`
 }

@@ -1,0 +1,236 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+)
+
+// Options configure a Collector.
+type Options struct {
+	// Guests to watch; names must be unique.
+	Guests []GuestConfig
+	// Attachers by driver name ("qemu", "xen").
+	Attachers map[string]Attacher
+	// Enabled are the event kinds whose probes are installed.
+	Enabled []Kind
+	// Metrics is updated in the event loop (nil: none).
+	Metrics Metrics
+	// Sinks each get a bounded queue of QueueSize events.
+	Sinks     []Sink
+	QueueSize int
+	// Enrichers and Rules run on every event, in that order, before
+	// metrics and export.
+	Enrichers []Enricher
+	Rules     []Rule
+	// Backoff between attach attempts of a guest.
+	Backoff Backoff
+	// CloseTimeout bounds draining and closing the sinks at exit.
+	CloseTimeout time.Duration
+	Logger       *slog.Logger
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Collector runs one supervisor per guest and the exporter queues.
+type Collector struct {
+	o Options
+	p *pipeline
+}
+
+// DefaultQueueSize is the queue length used when Options.QueueSize is 0.
+const DefaultQueueSize = 4096
+
+// New checks the options and builds a collector.
+func New(o Options) (*Collector, error) {
+	if len(o.Guests) == 0 {
+		return nil, errors.New("collector: no guests")
+	}
+	seen := map[string]bool{}
+	for _, g := range o.Guests {
+		if g.Name == "" {
+			return nil, errors.New("collector: guest without a name")
+		}
+		if seen[g.Name] {
+			return nil, fmt.Errorf("collector: guest %q listed twice", g.Name)
+		}
+		seen[g.Name] = true
+		if o.Attachers[g.Driver] == nil {
+			return nil, fmt.Errorf("collector: guest %q: no attacher for driver %q", g.Name, g.Driver)
+		}
+	}
+	if o.Metrics == nil {
+		o.Metrics = nopMetrics{}
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Backoff.Initial <= 0 {
+		o.Backoff.Initial = time.Second
+	}
+	if o.Backoff.Max < o.Backoff.Initial {
+		o.Backoff.Max = max(o.Backoff.Initial, time.Minute)
+	}
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = 10 * time.Second
+	}
+	p := &pipeline{enrichers: o.Enrichers, rules: o.Rules, metrics: o.Metrics}
+	for _, s := range o.Sinks {
+		p.queues = append(p.queues, newQueue(s, o.QueueSize, o.Metrics))
+	}
+	return &Collector{o: o, p: p}, nil
+}
+
+// Run supervises every guest until ctx ends, then closes every session
+// (removing its hooks), drains the queues and closes the sinks.
+func (c *Collector) Run(ctx context.Context) error {
+	for _, q := range c.p.queues {
+		go q.run()
+	}
+	var wg sync.WaitGroup
+	for _, g := range c.o.Guests {
+		s := &supervisor{cfg: g, attacher: c.o.Attachers[g.Driver], o: &c.o, p: c.p,
+			log: c.o.Logger.With("domain", g.Name)}
+		c.o.Metrics.Up(g.Name, nil, false)
+		wg.Go(func() { s.run(ctx) })
+	}
+	wg.Wait()
+	cctx, cancel := context.WithTimeout(context.Background(), c.o.CloseTimeout)
+	defer cancel()
+	var errs []error
+	for _, q := range c.p.queues {
+		errs = append(errs, q.close(cctx))
+	}
+	return errors.Join(errs...)
+}
+
+// supervisor attaches to one guest, runs its event loop and detaches,
+// again and again with backoff, until its context ends.
+type supervisor struct {
+	cfg      GuestConfig
+	attacher Attacher
+	o        *Options
+	p        *pipeline
+	log      *slog.Logger
+}
+
+func (s *supervisor) run(ctx context.Context) {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     s.o.Backoff.Initial,
+		MaxInterval:         s.o.Backoff.Max,
+		Multiplier:          2,
+		RandomizationFactor: s.o.Backoff.Jitter,
+	}
+	b.Reset()
+	for {
+		started := time.Now()
+		attached, err := s.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		// A session that lived longer than the longest delay was healthy:
+		// start over from the shortest delay. One that dies at once keeps
+		// growing the delay, so a crash loop does not hammer the guest.
+		if attached && time.Since(started) > s.o.Backoff.Max {
+			b.Reset()
+		}
+		d := b.NextBackOff()
+		s.log.Warn("guest down, retrying", "err", err, "retry_in", d)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// session runs one attachment. attached reports whether the attach
+// succeeded (the guest was up for a while).
+func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
+	sess, err := s.attacher.Attach(ctx, s.cfg)
+	s.o.Metrics.Attach(s.cfg.Name, err)
+	if err != nil {
+		return false, fmt.Errorf("attach: %w", err)
+	}
+	defer func() {
+		if cerr := sess.Close(); cerr != nil {
+			s.log.Error("detach failed", "err", cerr)
+			err = errors.Join(err, fmt.Errorf("detach: %w", cerr))
+		}
+		s.o.Metrics.Up(s.cfg.Name, nil, false)
+	}()
+	g := *sess.Guest()
+	g.Domain = s.cfg.Name
+	probes, err := sess.OS().Probes(s.o.Enabled)
+	if err != nil {
+		return true, fmt.Errorf("probes: %w", err)
+	}
+	l := &loop{guest: &g, probes: make(map[string]*Probe, len(probes)), p: s.p, log: s.log, now: s.o.Now}
+	if err := s.install(sess, probes, l); err != nil {
+		return true, err
+	}
+	s.log.Info("attached", "os", g.OS, "kernel", g.Kernel, "probes", len(probes))
+	s.o.Metrics.Up(s.cfg.Name, &g, true)
+	err = sess.Engine().Run(ctx, l)
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	if err == nil {
+		err = errors.New("engine stopped")
+	}
+	return true, fmt.Errorf("event loop: %w", err)
+}
+
+// install adds a hook per probe, with the guest paused when the session
+// can pause it.
+func (s *supervisor) install(sess Session, probes []Probe, l *loop) (err error) {
+	if p, ok := sess.(driver.Pauser); ok {
+		if err := p.Pause(); err != nil {
+			return fmt.Errorf("pause: %w", err)
+		}
+		defer func() {
+			if rerr := p.Resume(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("resume: %w", rerr))
+			}
+		}()
+	}
+	for i := range probes {
+		pr := &probes[i]
+		if _, dup := l.probes[pr.Name]; dup {
+			return fmt.Errorf("probe %q listed twice", pr.Name)
+		}
+		l.probes[pr.Name] = pr
+		// Kernel functions run under every process's page tables, so the
+		// hooks are global.
+		if err := sess.Engine().Add(hook.Hook{Addr: pr.Addr, Root: pr.Root, Global: true, Tag: pr.Name}); err != nil {
+			return fmt.Errorf("hook %s at %#x: %w", pr.Name, uint64(pr.Addr), err)
+		}
+	}
+	return nil
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Event(*Event)                      {}
+func (nopMetrics) ProbeError(string, string, string) {}
+func (nopMetrics) Notice(string, hook.NoticeKind)    {}
+func (nopMetrics) Attach(string, error)              {}
+func (nopMetrics) Up(string, *Guest, bool)           {}
+func (nopMetrics) Dropped(string, string)            {}
+func (nopMetrics) Queue(string, func() int)          {}
