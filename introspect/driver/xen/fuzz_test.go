@@ -1,0 +1,129 @@
+package xen
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+)
+
+// FuzzRing drives the back end over an arbitrary shared page: the first 8
+// bytes of the input pick the private indexes, the rest is the page. Every
+// request is decoded, turned into an event and answered, as the driver's
+// WaitEvent/Respond do. Nothing may panic, and the work is bounded by the
+// ring size whatever the page says.
+func FuzzRing(f *testing.F) {
+	page := newPage()
+	r, _ := NewBackRing(page)
+	r.InitShared()
+	fe := &frontEnd{page: page}
+	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: 1, reason: ReasonSoftwareBreakpoint, insnLen: 1, trapType: EventTypeSWException}))
+	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonMemAccess, vcpu: 1, gfn: 0x100, offset: 8, accessFlags: memAccessR | memAccessGLAValid}))
+	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonSingleStep, vcpu: 5}))
+	f.Add(append(make([]byte, 8), page...))
+	f.Add([]byte{})
+	f.Add(append([]byte{0xff, 0xff, 0xff, 0xff, 0xf8, 0xff, 0xff, 0xff}, page...))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var cons, prod uint32
+		if len(data) >= 8 {
+			cons, prod = le.Uint32(data), le.Uint32(data[4:])
+			data = data[8:]
+		}
+		page := newPage()
+		copy(page, data)
+		r, err := NewBackRing(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.SetIndexes(cons, prod); err != nil {
+			if !errors.Is(err, ErrRingCorrupt) {
+				t.Fatalf("SetIndexes error not ErrRingCorrupt: %v", err)
+			}
+			return
+		}
+		var in [RequestSize]byte
+		var out [ResponseSize]byte
+		handled := 0
+		for handled <= 2*RingEntries {
+			ok, err := r.NextRequest(&in)
+			if err != nil {
+				if !errors.Is(err, ErrRingCorrupt) {
+					t.Fatalf("NextRequest error not ErrRingCorrupt: %v", err)
+				}
+				break
+			}
+			if !ok {
+				break
+			}
+			handled++
+			q, err := DecodeRequest(&in)
+			if err == nil {
+				ev, everr := q.Event(4)
+				if everr == nil && (int(ev.VCPU) >= 4 || ev.GPA.Offset() != q.Offset) {
+					t.Fatalf("event %+v escapes validation", ev)
+				}
+				resp := driver.Response{FastSingleStep: true}
+				if ev != nil && ev.Reason == driver.ReasonMemoryAccess {
+					resp = driver.Response{ToggleSingleStep: true, SetView: true}
+				}
+				if w, err := BuildResponse(&q, resp); err == nil {
+					w.Encode(&out)
+				}
+				q.Reinjection()
+			}
+			// Every consumed request gets a response, valid or not.
+			if _, err := r.PutResponse(&out); err != nil {
+				t.Fatalf("PutResponse after consuming: %v", err)
+			}
+		}
+		if handled > RingEntries {
+			t.Fatalf("consumed %d requests from a ring of %d without new requests", handled, RingEntries)
+		}
+		r.FinalCheck()
+	})
+}
+
+// FuzzDecodeRequest decodes one arbitrary entry and checks that accepted
+// events respect their invariants.
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add(encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, insnLen: 1})[:])
+	f.Add(encodeRequest(reqSpec{reason: ReasonMemAccess, gfn: 1, offset: 4095, accessFlags: 7})[:])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var b [RequestSize]byte
+		copy(b[:], data)
+		q, err := DecodeRequest(&b)
+		if err != nil {
+			return
+		}
+		ev, err := q.Event(64)
+		if err != nil {
+			return
+		}
+		if int(ev.VCPU) >= 64 {
+			t.Fatalf("vcpu %d accepted", ev.VCPU)
+		}
+		if ev.Reason == driver.ReasonInterrupt && (ev.InstructionLength == 0 || ev.InstructionLength > 15) {
+			t.Fatalf("instruction length %d accepted", ev.InstructionLength)
+		}
+		if ev.Reason == driver.ReasonMemoryAccess && ev.Access == 0 {
+			t.Fatal("memory access without rights accepted")
+		}
+	})
+}
+
+// FuzzFindSaveRecord walks arbitrary HVM context blobs.
+func FuzzFindSaveRecord(f *testing.F) {
+	f.Add(append(saveRecord(HVMSaveCodeCPU, 0, make([]byte, hvmCPUSize)), saveRecord(0, 0, nil)...), uint16(0))
+	f.Add([]byte{2, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, uint16(0))
+	f.Fuzz(func(t *testing.T, ctx []byte, inst uint16) {
+		rec, err := FindSaveRecord(ctx, HVMSaveCodeCPU, inst)
+		if err != nil {
+			return
+		}
+		if len(rec) > len(ctx) {
+			t.Fatal("record longer than blob")
+		}
+		DecodeHVMCPU(rec)
+	})
+}
