@@ -1,0 +1,191 @@
+// Command testguest prepares and boots the reproducible QEMU test guest of
+// internal/testguest, for trying the introspection by hand.
+//
+//	testguest prepare                 # fetch with apt, build the initramfs; print the assets as JSON
+//	testguest boot -dir /tmp/x        # boot; print sockets and RAM path as JSON; run until SIGINT/SIGTERM
+//	testguest bench -rounds 10        # boot time and the time of "run 10"
+//
+// While "boot" runs, lines on its standard input are guest commands:
+// "run N" (prints the manifest as JSON), "loop MS", "stop".
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "testguest:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() error {
+	return errors.New("usage: testguest prepare|boot|bench [flags] (-h for flags)")
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return usage()
+	}
+	fs := flag.NewFlagSet(args[0], flag.ExitOnError)
+	cache := fs.String("cache", "", "cache directory (default $VMI_TESTGUEST_CACHE or ~/.cache/vmi-exporter/testguest)")
+	dir := fs.String("dir", "", "directory for sockets and RAM file (default: a new temporary directory)")
+	qemu := fs.String("qemu", "", "qemu-system-x86_64 binary (default $VMI_QEMU or PATH)")
+	datadir := fs.String("datadir", "", "QEMU data directory passed as -L (default $VMI_QEMU_DATADIR)")
+	mem := fs.Int("mem", 256, "guest RAM in MiB")
+	cpus := fs.Int("smp", 2, "number of vCPUs")
+	cpu := fs.String("cpu", "", "QEMU -cpu model (\"max\" gives 5-level paging)")
+	loop := fs.Int("loop", 0, "if > 0, loop workload rounds from boot with this pause in ms")
+	rounds := fs.Int("rounds", 10, "bench: rounds to run")
+	console := fs.Bool("console", false, "copy the guest console to stderr")
+	verbose := fs.Bool("v", false, "log progress")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	assets, err := testguest.Prepare(ctx, *cache, log)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	if args[0] == "prepare" {
+		return enc.Encode(assets)
+	}
+	opts := testguest.Options{
+		Dir: *dir, QEMU: *qemu, QEMUDataDir: *datadir, MemoryMiB: *mem, CPUs: *cpus, CPU: *cpu,
+		LoopIntervalMS: *loop, Log: log,
+	}
+	if *console {
+		opts.Console = os.Stderr
+	}
+	switch args[0] {
+	case "boot":
+		return boot(ctx, assets, opts, enc)
+	case "bench":
+		return bench(ctx, assets, opts, *rounds, enc)
+	}
+	return usage()
+}
+
+// bootInfo is what "boot" prints: what an introspection tool needs.
+type bootInfo struct {
+	PID           int      `json:"pid"`
+	Dir           string   `json:"dir"`
+	QMP           string   `json:"qmp"`
+	GDB           string   `json:"gdb"`
+	RAM           string   `json:"ram"`
+	RAMSize       int64    `json:"ram_size"`
+	Kernel        string   `json:"kernel"`
+	KernelVersion string   `json:"kernel_version"`
+	Initrd        string   `json:"initrd"`
+	BootSeconds   float64  `json:"boot_seconds"`
+	QEMUArgs      []string `json:"qemu_args"`
+}
+
+func boot(ctx context.Context, a *testguest.Assets, o testguest.Options, enc *json.Encoder) error {
+	g, err := testguest.Boot(ctx, a, o)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if err := g.WaitReady(ctx); err != nil {
+		return err
+	}
+	if err := enc.Encode(bootInfo{
+		PID: g.PID, Dir: g.Dir, QMP: g.QMPSocket, GDB: g.GDBSocket, RAM: g.RAMPath, RAMSize: g.RAMSize,
+		Kernel: a.Kernel, KernelVersion: a.KernelVersion, Initrd: a.Initrd,
+		BootSeconds: g.BootTime().Seconds(), QEMUArgs: g.Args,
+	}); err != nil {
+		return err
+	}
+	go commands(ctx, g, os.Stdin, enc)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-g.Exited():
+		return errors.New("qemu exited")
+	}
+}
+
+// commands forwards "run N", "loop MS" and "stop" from r to the guest.
+func commands(ctx context.Context, g *testguest.Guest, r io.Reader, enc *json.Encoder) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		n := 0
+		if len(f) > 1 {
+			n, _ = strconv.Atoi(f[1])
+		}
+		var err error
+		switch f[0] {
+		case "run":
+			var m *testguest.Manifest
+			if m, err = g.Run(ctx, n); err == nil {
+				err = enc.Encode(m)
+			}
+		case "loop":
+			err = g.StartLoop(ctx, n)
+		case "stop":
+			err = g.StopLoop(ctx)
+		default:
+			err = fmt.Errorf("unknown command %q (run N, loop MS, stop)", f[0])
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testguest:", err)
+		}
+	}
+}
+
+func bench(ctx context.Context, a *testguest.Assets, o testguest.Options, rounds int, enc *json.Encoder) error {
+	g, err := testguest.Boot(ctx, a, o)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if err := g.WaitReady(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	m, err := g.Run(ctx, rounds)
+	if err != nil {
+		return err
+	}
+	d := time.Since(start)
+	if err := m.Check(); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	return enc.Encode(map[string]any{
+		"qemu":              g.Args[0],
+		"boot_seconds":      g.BootTime().Seconds(),
+		"rounds":            rounds,
+		"run_seconds":       d.Seconds(),
+		"rounds_per_second": float64(rounds) / d.Seconds(),
+	})
+}

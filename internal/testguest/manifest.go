@@ -1,0 +1,340 @@
+package testguest
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ManifestPrefix starts every line of the guest's protocol on the console.
+const ManifestPrefix = "VMI "
+
+// maxLineLen bounds a manifest line; longer lines are rejected unparsed.
+const maxLineLen = 4096
+
+// Per-round counts of the workload (see README.md). They are what the guest
+// scripts do; the integration test checks them against the manifest.
+const (
+	SpawnsPerRound     = 6 // vmi-round, 2 vmi-writer, 2 vmi-child, 1 vmi-exiter
+	ExitsPerRound      = 6 // every spawned process is reaped
+	FilesPerRound      = 6 // 2 per vmi-writer, 1 per vmi-child
+	WritesPerFile      = 2 // "echo >" then "echo >>"
+	OpensPerFile       = 2 // O_CREAT|O_TRUNC, then O_CREAT|O_APPEND
+	FileWritesPerRound = FilesPerRound * WritesPerFile
+)
+
+// Names of the workload processes (their comm after exec).
+const (
+	NameRound  = "vmi-round"
+	NameWriter = "vmi-writer"
+	NameChild  = "vmi-child"
+	NameExiter = "vmi-exiter"
+)
+
+// Kind is the type of a manifest record.
+type Kind string
+
+// Record kinds printed by the guest.
+const (
+	KindSpawn    Kind = "spawn"    // a process was started (fork + exec of a workload script)
+	KindFile     Kind = "file"     // a file was created and written
+	KindExit     Kind = "exit"     // a process was reaped by its parent
+	KindDone     Kind = "done"     // a round finished
+	KindIdle     Kind = "idle"     // the guest waits for a command
+	KindLoop     Kind = "loop"     // the guest started looping
+	KindPoweroff Kind = "poweroff" // the guest is powering off
+	KindError    Kind = "error"    // the guest rejected a command
+)
+
+// Record is one parsed manifest line. Fields not used by a kind are zero.
+type Record struct {
+	Kind   Kind
+	PID    int    // spawn, file, exit
+	PPID   int    // spawn
+	Name   string // spawn: process name (comm after exec)
+	Path   string // file: absolute path
+	Opens  int    // file: open(2) calls on the path
+	Writes int    // file: write(2) calls on the path
+	Bytes  int    // file: bytes written in total
+	Status int    // exit: exit status as reported by wait
+	Round  int    // spawn, file, exit, done
+	// Interval is the loop pause in milliseconds (loop).
+	IntervalMS int
+	// Msg is the error message (error).
+	Msg string
+}
+
+// ParseLine parses one console line. ok is false for lines that are not
+// manifest lines (do not start with "VMI "); err is set for manifest lines
+// that are malformed. A trailing carriage return is ignored.
+func ParseLine(line string) (rec Record, ok bool, err error) {
+	line = strings.TrimRight(line, "\r\n")
+	// The console may deliver stray bytes before the prefix (e.g. kernel
+	// output without newline); the prefix must start the line.
+	rest, found := strings.CutPrefix(line, ManifestPrefix)
+	if !found {
+		return Record{}, false, nil
+	}
+	if len(line) > maxLineLen {
+		return Record{}, true, fmt.Errorf("manifest line too long (%d bytes)", len(line))
+	}
+	fields := strings.Fields(rest)
+	if len(fields) == 0 {
+		return Record{}, true, errors.New("manifest line without kind")
+	}
+	rec.Kind = Kind(fields[0])
+	kv := make(map[string]string, len(fields)-1)
+	for _, f := range fields[1:] {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k == "" {
+			return Record{}, true, fmt.Errorf("manifest %s: bad field %q", rec.Kind, f)
+		}
+		if _, dup := kv[k]; dup {
+			return Record{}, true, fmt.Errorf("manifest %s: duplicate field %q", rec.Kind, k)
+		}
+		kv[k] = v
+	}
+	p := fieldParser{kv: kv, kind: rec.Kind}
+	switch rec.Kind {
+	case KindSpawn:
+		rec.PID = p.pid("pid")
+		rec.PPID = p.pid("ppid")
+		rec.Name = p.str("name")
+		rec.Round = p.num("round")
+	case KindFile:
+		rec.Path = p.str("path")
+		rec.PID = p.pid("pid")
+		rec.Opens = p.num("opens")
+		rec.Writes = p.num("writes")
+		rec.Bytes = p.num("bytes")
+		rec.Round = p.num("round")
+		if p.err == nil && !strings.HasPrefix(rec.Path, "/") {
+			p.err = fmt.Errorf("manifest file: path %q is not absolute", rec.Path)
+		}
+	case KindExit:
+		rec.PID = p.pid("pid")
+		rec.Status = p.num("status")
+		rec.Round = p.num("round")
+	case KindDone:
+		rec.Round = p.num("round")
+	case KindLoop:
+		rec.IntervalMS = p.num("interval_ms")
+	case KindError:
+		rec.Msg = p.str("msg")
+	case KindIdle, KindPoweroff:
+	default:
+		return Record{}, true, fmt.Errorf("manifest: unknown kind %q", rec.Kind)
+	}
+	if p.err != nil {
+		return Record{}, true, p.err
+	}
+	return rec, true, nil
+}
+
+type fieldParser struct {
+	kv   map[string]string
+	kind Kind
+	err  error
+}
+
+func (p *fieldParser) str(k string) string {
+	v, ok := p.kv[k]
+	if (!ok || v == "") && p.err == nil {
+		p.err = fmt.Errorf("manifest %s: missing %s", p.kind, k)
+	}
+	return v
+}
+
+func (p *fieldParser) num(k string) int {
+	s := p.str(k)
+	if p.err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		p.err = fmt.Errorf("manifest %s: bad %s %q", p.kind, k, s)
+		return 0
+	}
+	return n
+}
+
+func (p *fieldParser) pid(k string) int {
+	n := p.num(k)
+	if p.err == nil && n == 0 {
+		p.err = fmt.Errorf("manifest %s: %s is 0", p.kind, k)
+	}
+	return n
+}
+
+// Spawn is a process the workload started.
+type Spawn struct {
+	PID   int
+	PPID  int
+	Name  string
+	Round int
+}
+
+// File is a file the workload created and wrote.
+type File struct {
+	Path   string
+	PID    int
+	Opens  int
+	Writes int
+	Bytes  int
+	Round  int
+}
+
+// Exit is a process the workload reaped.
+type Exit struct {
+	PID    int
+	Status int
+	Round  int
+}
+
+// Manifest is what the guest reported for one or more rounds.
+type Manifest struct {
+	Rounds []int // round numbers in the order they finished
+	Spawns []Spawn
+	Files  []File
+	Exits  []Exit
+}
+
+// Add adds a record; records of other kinds than spawn, file, exit and done
+// are ignored.
+func (m *Manifest) Add(r Record) {
+	switch r.Kind {
+	case KindSpawn:
+		m.Spawns = append(m.Spawns, Spawn{PID: r.PID, PPID: r.PPID, Name: r.Name, Round: r.Round})
+	case KindFile:
+		m.Files = append(m.Files, File{Path: r.Path, PID: r.PID, Opens: r.Opens, Writes: r.Writes, Bytes: r.Bytes, Round: r.Round})
+	case KindExit:
+		m.Exits = append(m.Exits, Exit{PID: r.PID, Status: r.Status, Round: r.Round})
+	case KindDone:
+		m.Rounds = append(m.Rounds, r.Round)
+	}
+}
+
+// SpawnByPID returns the spawn record of pid.
+func (m *Manifest) SpawnByPID(pid int) (Spawn, bool) {
+	for _, s := range m.Spawns {
+		if s.PID == pid {
+			return s, true
+		}
+	}
+	return Spawn{}, false
+}
+
+// Check verifies that the manifest is complete and consistent for its
+// rounds: exact counts per round, every file written by a spawned process,
+// every spawn reaped, parents form the expected tree, and no pid reused
+// within a round. It returns all problems found, joined.
+func (m *Manifest) Check() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	rounds := map[int]bool{}
+	for _, r := range m.Rounds {
+		if rounds[r] {
+			bad("round %d finished twice", r)
+		}
+		rounds[r] = true
+	}
+	spawns := map[int]Spawn{}
+	perRound := map[int][3]int{} // spawns, files, exits
+	for _, s := range m.Spawns {
+		if _, dup := spawns[s.PID]; dup {
+			bad("pid %d spawned twice", s.PID)
+		}
+		spawns[s.PID] = s
+		c := perRound[s.Round]
+		c[0]++
+		perRound[s.Round] = c
+	}
+	for _, s := range m.Spawns {
+		want := map[string]string{NameWriter: NameRound, NameExiter: NameRound, NameChild: NameWriter}
+		switch s.Name {
+		case NameRound:
+			// Started by /init (pid 1).
+			if s.PPID != 1 {
+				bad("%s pid %d: ppid %d, want 1", s.Name, s.PID, s.PPID)
+			}
+		case NameWriter, NameExiter, NameChild:
+			p, ok := spawns[s.PPID]
+			if !ok || p.Name != want[s.Name] || p.Round != s.Round {
+				bad("%s pid %d: parent %d is not a %s of round %d", s.Name, s.PID, s.PPID, want[s.Name], s.Round)
+			}
+		default:
+			bad("unexpected process name %q (pid %d)", s.Name, s.PID)
+		}
+	}
+	paths := map[string]bool{}
+	for _, f := range m.Files {
+		if paths[f.Path] {
+			bad("file %s reported twice", f.Path)
+		}
+		paths[f.Path] = true
+		s, ok := spawns[f.PID]
+		if !ok {
+			bad("file %s written by unknown pid %d", f.Path, f.PID)
+		} else if s.Name != NameWriter && s.Name != NameChild {
+			bad("file %s written by %s, want %s or %s", f.Path, s.Name, NameWriter, NameChild)
+		}
+		if f.Writes != WritesPerFile || f.Opens != OpensPerFile {
+			bad("file %s: opens=%d writes=%d, want %d and %d", f.Path, f.Opens, f.Writes, OpensPerFile, WritesPerFile)
+		}
+		if !strings.HasPrefix(f.Path, fmt.Sprintf("/tmp/vmi/r%d-", f.Round)) {
+			bad("file %s: path does not match round %d", f.Path, f.Round)
+		}
+		c := perRound[f.Round]
+		c[1]++
+		perRound[f.Round] = c
+	}
+	exited := map[int]bool{}
+	for _, e := range m.Exits {
+		if exited[e.PID] {
+			bad("pid %d exited twice", e.PID)
+		}
+		exited[e.PID] = true
+		s, ok := spawns[e.PID]
+		if !ok {
+			bad("exit of unknown pid %d", e.PID)
+			continue
+		}
+		want := 0
+		if s.Name == NameExiter {
+			want = ExiterStatus
+		}
+		if e.Status != want {
+			bad("%s pid %d exited with status %d, want %d", s.Name, e.PID, e.Status, want)
+		}
+		c := perRound[e.Round]
+		c[2]++
+		perRound[e.Round] = c
+	}
+	for pid, s := range spawns {
+		if !exited[pid] {
+			bad("%s pid %d never exited", s.Name, pid)
+		}
+	}
+	keys := make([]int, 0, len(perRound))
+	for r := range perRound {
+		keys = append(keys, r)
+	}
+	sort.Ints(keys)
+	for _, r := range keys {
+		if !rounds[r] {
+			bad("records for round %d, which did not finish", r)
+		}
+	}
+	for r := range rounds {
+		c := perRound[r]
+		if c != [3]int{SpawnsPerRound, FilesPerRound, ExitsPerRound} {
+			bad("round %d: %d spawns, %d files, %d exits; want %d, %d, %d", r, c[0], c[1], c[2], SpawnsPerRound, FilesPerRound, ExitsPerRound)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ExiterStatus is the exit status of vmi-exiter.
+const ExiterStatus = 3
