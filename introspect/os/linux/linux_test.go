@@ -17,12 +17,12 @@ const slide = 0x1a400000 // a 2 MiB multiple inside the KASLR window
 // world is a small guest: / (rootfs) with /tmp/a.txt, a tmpfs mounted on
 // /mnt/data holding /mnt/data/logs/x.log, a pipe, an init task and a shell.
 type world struct {
-	g                      *linuxtest.Guest
-	rootMnt, dataMnt       *linuxtest.Mount
-	root, tmp, a, logs, x  introspect.Va
-	fileA, fileX, pipe     introspect.Va
-	initTask, shell, exe   introspect.Va
-	busybox                introspect.Va
+	g                     *linuxtest.Guest
+	rootMnt, dataMnt      *linuxtest.Mount
+	root, tmp, a, logs, x introspect.Va
+	fileA, fileX, pipe    introspect.Va
+	initTask, shell, exe  introspect.Va
+	busybox               introspect.Va
 }
 
 func newWorld(t testing.TB, slide uint64) *world {

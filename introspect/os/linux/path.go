@@ -39,6 +39,9 @@ func (o *OS) FilePath(file introspect.Va) (string, error) {
 
 // FileMode returns the i_mode of the file's inode (f_inode).
 func (o *OS) FileMode(file introspect.Va) (uint16, error) {
+	if !isKernelPtr(uint64(file)) {
+		return 0, fmt.Errorf("file %v: %w", file, ErrBadPointer)
+	}
 	var inode introspect.Va
 	var err error
 	if o.off.hasFileInode {
@@ -176,6 +179,9 @@ func (o *OS) dentryName(d introspect.Va) ([]byte, error) {
 
 // fdtable returns the task's current fd array and max_fds.
 func (o *OS) fdtable(task introspect.Va) (fd introspect.Va, max uint32, err error) {
+	if !isKernelPtr(uint64(task)) {
+		return 0, 0, fmt.Errorf("task %v: %w", task, ErrBadPointer)
+	}
 	files, err := o.ptr(task+introspect.Va(o.off.taskFiles), "task files")
 	if err != nil {
 		return 0, 0, err
@@ -261,6 +267,9 @@ func (o *OS) Files(task introspect.Va) ([]OpenFile, error) {
 func (o *OS) Pwd(task introspect.Va) (string, error) {
 	if !o.off.hasFS || !o.off.hasPwd {
 		return "", fmt.Errorf("fs_struct.pwd not in profile")
+	}
+	if !isKernelPtr(uint64(task)) {
+		return "", fmt.Errorf("task %v: %w", task, ErrBadPointer)
 	}
 	fs, err := o.ptr(task+introspect.Va(o.off.taskFS), "task fs")
 	if err != nil {

@@ -129,6 +129,9 @@ func (o *OS) pids(task introspect.Va) (pid, tgid uint64, err error) {
 
 // Comm reads task_struct.comm (at most TaskCommLen-1 bytes).
 func (o *OS) Comm(task introspect.Va) (string, error) {
+	if !isKernelPtr(uint64(task)) {
+		return "", fmt.Errorf("task %v: %w", task, ErrBadPointer)
+	}
 	var b [TaskCommLen]byte
 	if err := o.mem.Read(o.kroot, task+introspect.Va(o.off.taskComm), b[:]); err != nil {
 		return "", fmt.Errorf("task %v comm: %w", task, err)
@@ -166,6 +169,9 @@ func (o *OS) ThreadGroupLive(task introspect.Va) (live int32, ok bool, err error
 	if !o.off.hasSignal {
 		return 0, false, nil
 	}
+	if !isKernelPtr(uint64(task)) {
+		return 0, true, fmt.Errorf("task %v: %w", task, ErrBadPointer)
+	}
 	sig, err := o.ptr(task+introspect.Va(o.off.taskSignal), "task signal")
 	if err != nil {
 		return 0, true, err
@@ -175,4 +181,20 @@ func (o *OS) ThreadGroupLive(task introspect.Va) (live int32, ok bool, err error
 		return 0, true, fmt.Errorf("signal %v live: %w", sig, err)
 	}
 	return int32(v), true, nil
+}
+
+// OpenHowFlags reads open_how.flags of a struct open_how in kernel memory
+// (the third argument of do_sys_openat2).
+func (o *OS) OpenHowFlags(how introspect.Va) (uint64, error) {
+	if !o.off.hasOpenHow {
+		return 0, fmt.Errorf("open_how.flags not in profile")
+	}
+	if !isKernelPtr(uint64(how)) {
+		return 0, fmt.Errorf("open_how %v: %w", how, ErrBadPointer)
+	}
+	v, err := o.mem.ReadU64(o.kroot, how+introspect.Va(o.off.openHowFlags))
+	if err != nil {
+		return 0, fmt.Errorf("open_how %v flags: %w", how, err)
+	}
+	return v, nil
 }

@@ -1,0 +1,220 @@
+// Package linux implements the collector's view of a Linux guest: its
+// identity and one probe per event kind, each a kernel function hooked at
+// its entry and decoded with the Linux OS layer.
+//
+// The functions were chosen from what Debian's 6.1 cloud kernel
+// (6.1.0-56-cloud-amd64) has as real, non-inlined functions in kallsyms,
+// preferring one hook per event that carries everything the event needs in
+// its arguments:
+//
+//   - file.create: do_sys_openat2(int dfd, const char __user *filename,
+//     struct open_how *how). Every open(2), openat(2), creat(2) and
+//     openat2(2) passes through it (io_uring excepted); an event is emitted
+//     when how->flags has O_CREAT, so "create" means an open that may create
+//     the file. The path is the user's string, resolved against the task's
+//     working directory (dfd == AT_FDCWD) or the directory of dfd, and
+//     cleaned lexically. The candidates that see only real creations are
+//     worse hooks: lookup_open, may_o_create and open_last_lookups are
+//     inlined in this build, vfs_create is used by mknod(2) only, and
+//     security_path_mknod also fires for names not yet in the dcache.
+//   - file.write: vfs_write(struct file *file, ...). write(2) and
+//     pwrite64(2) reach it with the struct file, whose f_path gives the full
+//     path without an fd-table lookup. Writes to anything but a regular file
+//     (pipes, ttys, sockets: inode i_mode) are skipped (collector.ErrSkip).
+//     writev(2) goes through vfs_writev and is not seen.
+//   - process.start: wake_up_new_task(struct task_struct *p), called once per
+//     new task after fork/clone has fully built it. Threads (pid != tgid) are
+//     skipped. At this point the child has not exec'd yet, so its name and
+//     image are the parent's (the comm after exec shows at exit).
+//   - process.exit: do_exit(long code) on the current task. The event is
+//     emitted for the thread that leaves the thread group empty
+//     (signal->live is still 1 on entry: the kernel decrements it inside
+//     do_exit), so a multi-threaded process yields one exit. The mm teardown
+//     (__mmput) is not used: it also runs for the old mm at every execve.
+package linux
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
+)
+
+// Hooked kernel functions, one per event kind.
+const (
+	FuncFileCreate   = "do_sys_openat2"
+	FuncFileWrite    = "vfs_write"
+	FuncProcessStart = "wake_up_new_task"
+	FuncProcessExit  = "do_exit"
+)
+
+// Flags of open(2) (include/uapi/asm-generic/fcntl.h).
+const (
+	oCreat  = 0o100
+	atFDCWD = -100
+)
+
+// Guest is a Linux guest's OS layer as the collector sees it. It
+// implements collector.GuestOS.
+type Guest struct {
+	os *oslinux.OS
+}
+
+var _ collector.GuestOS = (*Guest)(nil)
+
+// New returns the collector's view of the kernel o found.
+func New(o *oslinux.OS) *Guest { return &Guest{os: o} }
+
+// OS returns "linux".
+func (g *Guest) OS() string { return "linux" }
+
+// Kernel returns the kernel banner read from the guest.
+func (g *Guest) Kernel() string { return g.os.Banner() }
+
+// Probes returns the probes of the enabled kinds among file.create,
+// file.write, process.start and process.exit. Other kinds (page faults,
+// page-in/out, reinjections) come from the hook engine, not from probes,
+// and are ignored here.
+func (g *Guest) Probes(enabled []collector.Kind) ([]collector.Probe, error) {
+	var out []collector.Probe
+	for _, k := range enabled {
+		var fn string
+		var dec func(*hook.Hit, *collector.Event) error
+		switch k {
+		case collector.KindFileCreate:
+			fn, dec = FuncFileCreate, g.decodeCreate
+		case collector.KindFileWrite:
+			fn, dec = FuncFileWrite, g.decodeWrite
+		case collector.KindProcessStart:
+			fn, dec = FuncProcessStart, g.decodeStart
+		case collector.KindProcessExit:
+			fn, dec = FuncProcessExit, g.decodeExit
+		default:
+			continue
+		}
+		addr, err := g.os.Symbol(fn)
+		if err != nil {
+			return nil, fmt.Errorf("probe %s for %s: %w", fn, k, err)
+		}
+		out = append(out, collector.Probe{Name: fn, Kind: k, Addr: addr, Root: g.os.KernelRoot(), Decode: dec})
+	}
+	return out, nil
+}
+
+func skip(format string, a ...any) error {
+	return fmt.Errorf(format+": %w", append(a, collector.ErrSkip)...)
+}
+
+// process fills an event's process from a task.
+func (g *Guest) process(t *oslinux.Task, p *collector.Process) error {
+	img, err := g.os.ImagePath(t)
+	if err != nil {
+		return fmt.Errorf("image of pid %d: %w", t.TGID, err)
+	}
+	*p = collector.Process{PID: t.TGID, PPID: t.PPID, Name: t.Comm, Image: img}
+	return nil
+}
+
+// current reads the hit vCPU's task into ev.
+func (g *Guest) current(h *hook.Hit, ev *collector.Event) (oslinux.Task, error) {
+	t, err := g.os.CurrentTask(&h.Ev.Regs)
+	if err != nil {
+		return t, fmt.Errorf("current task: %w", err)
+	}
+	return t, g.process(&t, &ev.Process)
+}
+
+func (g *Guest) decodeCreate(h *hook.Hit, ev *collector.Event) error {
+	g.os.Flush()
+	regs := &h.Ev.Regs
+	dfd := int32(regs.RDI)
+	how, err := g.os.OpenHowFlags(introspect.Va(regs.RDX))
+	if err != nil {
+		return err
+	}
+	if how&oCreat == 0 {
+		return skip("open without O_CREAT")
+	}
+	name, err := g.os.UserString(regs, introspect.Va(regs.RSI), oslinux.PathMax)
+	if err != nil {
+		return fmt.Errorf("filename: %w", err)
+	}
+	if name == "" {
+		return skip("empty filename")
+	}
+	t, err := g.current(h, ev)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(name, "/") {
+		var dir string
+		if dfd == atFDCWD {
+			dir, err = g.os.Pwd(t.Addr)
+		} else {
+			dir, err = g.os.FDPath(t.Addr, int(dfd))
+		}
+		if err != nil {
+			return fmt.Errorf("directory of relative %q (dfd %d): %w", name, dfd, err)
+		}
+		name = path.Join(dir, name)
+	} else {
+		name = path.Clean(name)
+	}
+	ev.Path = name
+	return nil
+}
+
+func (g *Guest) decodeWrite(h *hook.Hit, ev *collector.Event) error {
+	g.os.Flush()
+	file := introspect.Va(h.Ev.Regs.RDI)
+	reg, err := g.os.IsRegular(file)
+	if err != nil {
+		return err
+	}
+	if !reg {
+		return skip("write to a non-regular file")
+	}
+	p, err := g.os.FilePath(file)
+	if err != nil {
+		return err
+	}
+	if _, err := g.current(h, ev); err != nil {
+		return err
+	}
+	ev.Path = p
+	return nil
+}
+
+func (g *Guest) decodeStart(h *hook.Hit, ev *collector.Event) error {
+	g.os.Flush()
+	t, err := g.os.Task(introspect.Va(h.Ev.Regs.RDI))
+	if err != nil {
+		return fmt.Errorf("new task: %w", err)
+	}
+	if !t.IsGroupLeader() {
+		return skip("new thread %d of process %d", t.PID, t.TGID)
+	}
+	return g.process(&t, &ev.Process)
+}
+
+func (g *Guest) decodeExit(h *hook.Hit, ev *collector.Event) error {
+	g.os.Flush()
+	t, err := g.os.CurrentTask(&h.Ev.Regs)
+	if err != nil {
+		return fmt.Errorf("current task: %w", err)
+	}
+	live, ok, err := g.os.ThreadGroupLive(t.Addr)
+	switch {
+	case err != nil:
+		return err
+	case ok && live > 1:
+		return skip("thread %d exits, %d threads of %d live", t.PID, live, t.TGID)
+	case !ok && !t.IsGroupLeader():
+		return skip("thread %d of %d exits", t.PID, t.TGID)
+	}
+	return g.process(&t, &ev.Process)
+}

@@ -1,0 +1,223 @@
+package linux_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
+	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
+	"github.com/vmi-exporter/vmi-exporter/introspect/os/linux/linuxtest"
+	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
+)
+
+const slide = 0x2c600000
+
+// guest is a synthetic guest: init (pid 1) runs a shell (pid 42, pwd
+// /tmp/vmi on a tmpfs mounted at /tmp) whose process is in a user address
+// space with some strings.
+type guest struct {
+	g                *linuxtest.Guest
+	probes           map[collector.Kind]collector.Probe
+	as               *linuxtest.AddressSpace
+	init, sh, thread introspect.Va
+	vmiDir           introspect.Va
+	tmpMnt           *linuxtest.Mount
+	fileOut, tty     introspect.Va
+	absName, relName introspect.Va
+	dotName          introspect.Va
+	how, howNoCreat  introspect.Va
+	regs             amd64.Registers
+}
+
+func newGuest(t testing.TB) *guest {
+	t.Helper()
+	g := linuxtest.New(slide, 2)
+	w := &guest{g: g}
+	root := g.Dentry(0, "/", oslinux.SIFDIR)
+	rootMnt := g.NewMount(nil, 0, root)
+	tmp := g.Dentry(root, "tmp", oslinux.SIFDIR)
+	tmpRoot := g.Dentry(0, "/", oslinux.SIFDIR)
+	w.tmpMnt = g.NewMount(rootMnt, tmp, tmpRoot)
+	w.vmiDir = g.Dentry(tmpRoot, "vmi", oslinux.SIFDIR)
+	out := g.Dentry(w.vmiDir, "w1-a.txt", oslinux.SIFREG|0o644)
+	w.fileOut = g.File(w.tmpMnt, out)
+	dev := g.Dentry(root, "dev", oslinux.SIFDIR)
+	ttyD := g.Dentry(dev, "ttyS0", 0o020000|0o620)
+	w.tty = g.File(rootMnt, ttyD)
+	bin := g.Dentry(root, "bin", oslinux.SIFDIR)
+	bb := g.File(rootMnt, g.Dentry(bin, "busybox", oslinux.SIFREG|0o755))
+	w.init = g.NewTask(linuxtest.Task{PID: 1, TGID: 1, Comm: "init", Exe: bb})
+	w.sh = g.NewTask(linuxtest.Task{PID: 42, TGID: 42, Comm: "vmi-writer", Parent: w.init, Exe: bb,
+		Pwd: [2]introspect.Va{w.tmpMnt.Mnt, w.vmiDir}})
+	w.thread = g.NewTask(linuxtest.Task{PID: 43, TGID: 42, Comm: "vmi-writer", Parent: w.init, Leader: w.sh, Exe: bb})
+	g.SetFD(w.sh, 1, w.fileOut)
+	g.SetFD(w.sh, 2, w.tty)
+	g.SetFD(w.sh, 5, g.File(w.tmpMnt, w.vmiDir))
+	g.SetCurrent(1, w.sh)
+	w.as = g.NewAddressSpace()
+	w.absName = g.UserData(w.as, []byte("/tmp/vmi//w1-b.txt\x00"))
+	w.relName = g.UserData(w.as, []byte("w1-c.txt\x00"))
+	w.dotName = g.UserData(w.as, []byte("../vmi/./w1-d.txt\x00"))
+	w.how = g.Alloc(24)
+	g.PutU64(w.how, 0o1101) // O_WRONLY|O_CREAT|O_TRUNC
+	w.howNoCreat = g.Alloc(24)
+	g.PutU64(w.howNoCreat, 0o2001) // O_WRONLY|O_APPEND
+	o, err := oslinux.New(g, linuxtest.Profile(), oslinux.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gos := probes.New(o)
+	if gos.OS() != "linux" || gos.Kernel() != linuxtest.Banner {
+		t.Fatalf("identity %q %q", gos.OS(), gos.Kernel())
+	}
+	ps, err := gos.Probes(collector.Kinds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.probes = map[collector.Kind]collector.Probe{}
+	for _, p := range ps {
+		w.probes[p.Kind] = p
+	}
+	w.regs = g.Regs[1]
+	w.regs.CR3 = uint64(w.as.Root) | 0x7 // PCID
+	return w
+}
+
+// hit decodes a hit of the probe of kind k with the given arguments.
+func (w *guest) hit(k collector.Kind, args ...uint64) (collector.Event, error) {
+	regs := w.regs
+	for i, a := range args {
+		switch i {
+		case 0:
+			regs.RDI = a
+		case 1:
+			regs.RSI = a
+		case 2:
+			regs.RDX = a
+		}
+	}
+	p := w.probes[k]
+	regs.RIP = uint64(p.Addr)
+	ev := collector.Event{Kind: k, Probe: p.Name}
+	err := p.Decode(&hook.Hit{Hook: &hook.Hook{Addr: p.Addr, Tag: p.Name}, Ev: &driver.Event{VCPU: 1, Reason: driver.ReasonBreakpoint, Regs: regs}}, &ev)
+	return ev, err
+}
+
+func TestProbes(t *testing.T) {
+	w := newGuest(t)
+	if len(w.probes) != 4 {
+		t.Fatalf("probes %v", w.probes)
+	}
+	want := map[collector.Kind]uint64{
+		collector.KindFileCreate:   linuxtest.Symbols["do_sys_openat2"],
+		collector.KindFileWrite:    linuxtest.Symbols["vfs_write"],
+		collector.KindProcessStart: linuxtest.Symbols["wake_up_new_task"],
+		collector.KindProcessExit:  linuxtest.Symbols["do_exit"],
+	}
+	for k, a := range want {
+		p := w.probes[k]
+		if uint64(p.Addr) != a+slide || p.Root != w.g.KernelRoot || p.Name == "" {
+			t.Errorf("probe %s: %+v", k, p)
+		}
+	}
+	ps, err := probes.New(nil).Probes(nil)
+	if err != nil || len(ps) != 0 {
+		t.Errorf("no kinds: %v %v", ps, err)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	w := newGuest(t)
+	proc := collector.Process{PID: 42, PPID: 1, Name: "vmi-writer", Image: "/bin/busybox"}
+	cases := []struct {
+		name string
+		kind collector.Kind
+		args []uint64
+		path string
+		proc collector.Process
+		err  error
+	}{
+		{"create absolute", collector.KindFileCreate, []uint64{uint64(0xffffff9c), uint64(w.absName), uint64(w.how)}, "/tmp/vmi/w1-b.txt", proc, nil},
+		{"create relative to cwd", collector.KindFileCreate, []uint64{uint64(0xffffff9c), uint64(w.relName), uint64(w.how)}, "/tmp/vmi/w1-c.txt", proc, nil},
+		{"create relative to dfd", collector.KindFileCreate, []uint64{5, uint64(w.dotName), uint64(w.how)}, "/tmp/vmi/w1-d.txt", proc, nil},
+		{"open without O_CREAT", collector.KindFileCreate, []uint64{uint64(0xffffff9c), uint64(w.absName), uint64(w.howNoCreat)}, "", collector.Process{}, collector.ErrSkip},
+		{"create with bad dfd", collector.KindFileCreate, []uint64{9, uint64(w.relName), uint64(w.how)}, "", proc, oslinux.ErrBadValue},
+		{"create with kernel filename", collector.KindFileCreate, []uint64{uint64(0xffffff9c), uint64(w.how), uint64(w.how)}, "", collector.Process{}, oslinux.ErrBadPointer},
+		{"write file", collector.KindFileWrite, []uint64{uint64(w.fileOut)}, "/tmp/vmi/w1-a.txt", proc, nil},
+		{"write tty", collector.KindFileWrite, []uint64{uint64(w.tty)}, "", collector.Process{}, collector.ErrSkip},
+		{"write forged file", collector.KindFileWrite, []uint64{0x1000}, "", collector.Process{}, oslinux.ErrBadPointer},
+		{"start process", collector.KindProcessStart, []uint64{uint64(w.sh)}, "", proc, nil},
+		{"start thread", collector.KindProcessStart, []uint64{uint64(w.thread)}, "", collector.Process{}, collector.ErrSkip},
+		{"exit", collector.KindProcessExit, nil, "", proc, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ev, err := w.hit(c.kind, c.args...)
+			if c.err != nil {
+				if !errors.Is(err, c.err) {
+					t.Fatalf("err = %v, want %v", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Path != c.path || ev.Process != c.proc {
+				t.Errorf("event path %q process %+v; want %q %+v", ev.Path, ev.Process, c.path, c.proc)
+			}
+		})
+	}
+}
+
+func TestDecodeExitThreads(t *testing.T) {
+	w := newGuest(t)
+	// Two live threads: the first to exit is skipped.
+	sig := w.g.Alloc(0x400)
+	w.g.PutU32(sig+linuxtest.SignalLive, 2)
+	w.g.PutU64(w.sh+linuxtest.TaskSignal, uint64(sig))
+	if _, err := w.hit(collector.KindProcessExit); !errors.Is(err, collector.ErrSkip) {
+		t.Fatalf("err = %v, want skip", err)
+	}
+	// The last thread (not the leader) ends the process.
+	w.g.PutU32(sig+linuxtest.SignalLive, 1)
+	w.g.PutU64(w.thread+linuxtest.TaskSignal, uint64(sig))
+	w.g.SetCurrent(1, w.thread)
+	ev, err := w.hit(collector.KindProcessExit)
+	if err != nil || ev.Process.PID != 42 || ev.Process.PPID != 1 {
+		t.Fatalf("event %+v, %v", ev, err)
+	}
+}
+
+// A filename on a page the guest has paged out gives an error from which
+// the engine can learn the address to fault in.
+func TestDecodePageFault(t *testing.T) {
+	w := newGuest(t)
+	missing := introspect.Va(0x7fff0000)
+	ev, err := w.hit(collector.KindFileCreate, uint64(0xffffff9c), uint64(missing), uint64(w.how))
+	va, ok := paging.PageFault(err)
+	if !ok || va != missing {
+		t.Fatalf("err = %v (event %+v), want a page fault at %v", err, ev, missing)
+	}
+}
+
+func TestKindsIgnored(t *testing.T) {
+	w := newGuest(t)
+	_ = w
+	o, err := oslinux.New(w.g, linuxtest.Profile(), oslinux.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := probes.New(o).Probes([]collector.Kind{collector.KindPageIn, collector.KindFileWrite})
+	if err != nil || len(ps) != 1 || ps[0].Name != probes.FuncFileWrite {
+		t.Fatalf("probes %+v, %v", ps, err)
+	}
+	if !slices.Contains(collector.Kinds(), collector.KindPageIn) {
+		t.Fatal("kind list changed")
+	}
+}
