@@ -1,0 +1,288 @@
+// Package promexp exports the collector's events as Prometheus metrics on a
+// private registry, served with the Prometheus exporter toolkit (TLS and
+// basic auth from a web configuration file, landing page) in the
+// OpenMetrics format so that exemplars carry trace IDs.
+package promexp
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+)
+
+// OtherProcess is the process label of process names beyond the cap.
+const OtherProcess = "other"
+
+// maxLabelLen bounds label values that come from the guest (kernel
+// banner, process names): the guest controls them.
+const maxLabelLen = 128
+
+// Options configure the metrics.
+type Options struct {
+	// ProcessLabelCap > 0 enables vmi_process_events_total, labelled by
+	// process name, with at most this many distinct names; later names
+	// are counted as process="other". Off (0) by default, because process
+	// names are chosen by the guest.
+	ProcessLabelCap int
+	// Version is reported by vmi_exporter_build_info.
+	Version string
+}
+
+// Metrics implements collector.Metrics with client_golang.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	up, info, buildInfo                 *prometheus.GaugeVec
+	attempts                            *prometheus.CounterVec
+	hits, probeErrors, dropped, notices *prometheus.CounterVec
+	kinds                               map[collector.Kind]*prometheus.CounterVec
+	latency                             *prometheus.HistogramVec
+	suspicious                          *prometheus.CounterVec
+	procEvents                          *prometheus.CounterVec
+	procCap                             int
+
+	mu        sync.RWMutex
+	handles   map[handleKey]*handles
+	infoLabel map[string][3]string // domain → its info series
+	procNames map[string]struct{}
+}
+
+type handleKey struct {
+	domain, probe string
+	kind          collector.Kind
+}
+
+// handles are the series one (domain, probe, kind) updates, resolved once.
+type handles struct {
+	hits, kind prometheus.Counter
+	latency    prometheus.Observer
+}
+
+// LatencyBuckets suit event handling from 10µs to 1s.
+var LatencyBuckets = prometheus.ExponentialBucketsRange(10e-6, 1, 16)
+
+// New registers every metric on a new private registry.
+func New(o Options) *Metrics {
+	m := &Metrics{
+		reg:       prometheus.NewRegistry(),
+		handles:   map[handleKey]*handles{},
+		infoLabel: map[string][3]string{},
+		procNames: map[string]struct{}{},
+		procCap:   o.ProcessLabelCap,
+	}
+	f := factory{m.reg}
+	m.up = f.gauge("vmi_guest_up", "Whether the guest is attached and its hooks run (1) or not (0).", "domain")
+	m.info = f.gauge("vmi_guest_info", "Identity of the attached guest: OS and kernel build.", "domain", "os", "kernel")
+	m.buildInfo = f.gauge("vmi_exporter_build_info", "Version of vmi-exporter.", "version")
+	m.buildInfo.WithLabelValues(o.Version).Set(1)
+	m.attempts = f.counter("vmi_guest_attach_attempts_total", "Attach attempts by result (success or failure).", "domain", "result")
+	m.hits = f.counter("vmi_breakpoint_hits_total", "Breakpoint hits decoded into an event, by probe.", "domain", "probe")
+	m.kinds = map[collector.Kind]*prometheus.CounterVec{
+		collector.KindFileCreate:           f.counter("vmi_file_creates_total", "Files opened for creation in the guest.", "domain"),
+		collector.KindFileWrite:            f.counter("vmi_file_writes_total", "Writes to files in the guest.", "domain"),
+		collector.KindProcessStart:         f.counter("vmi_process_starts_total", "Processes started in the guest.", "domain"),
+		collector.KindProcessExit:          f.counter("vmi_process_exits_total", "Processes exited in the guest.", "domain"),
+		collector.KindPageFaultInjected:    f.counter("vmi_pagefaults_injected_total", "Page faults injected so the guest pages in memory a probe needs.", "domain"),
+		collector.KindPageIn:               f.counter("vmi_page_ins_total", "Hooked pages paged in (hooks armed again).", "domain"),
+		collector.KindPageOut:              f.counter("vmi_page_outs_total", "Hooked pages paged out (hooks pending).", "domain"),
+		collector.KindBreakpointReinjected: f.counter("vmi_breakpoint_reinjections_total", "Guest breakpoints on hooked pages delivered back to the guest.", "domain"),
+	}
+	m.probeErrors = f.counter("vmi_probe_errors_total", "Hits that produced no event, by reason (skip, decode, unreadable, handler, unknown_probe).", "domain", "probe", "reason")
+	m.dropped = f.counter("vmi_events_dropped_total", "Events dropped because an exporter queue was full.", "domain", "exporter")
+	m.notices = f.counter("vmi_engine_notices_total", "Other things the hook engine did, by notice.", "domain", "notice")
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "vmi_event_handling_seconds", Help: "Time from the vCPU stop to the decoded event.", Buckets: LatencyBuckets,
+	}, []string{"domain", "probe"})
+	m.reg.MustRegister(m.latency)
+	m.suspicious = f.counter("vmi_suspicious_file_writes_total", "File writes that matched a rule, by rule.", "domain", "rule")
+	if o.ProcessLabelCap > 0 {
+		m.procEvents = f.counter("vmi_process_events_total", "Events by process name (opt-in; names beyond the cap count as other).", "domain", "kind", "process")
+	}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+type factory struct{ reg *prometheus.Registry }
+
+func (f factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(v)
+	return v
+}
+
+func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
+	v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(v)
+	return v
+}
+
+// Registry is the private registry the metrics live on.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+var _ collector.Metrics = (*Metrics)(nil)
+
+func (m *Metrics) handlesFor(domain, probe string, kind collector.Kind) *handles {
+	k := handleKey{domain, probe, kind}
+	m.mu.RLock()
+	h := m.handles[k]
+	m.mu.RUnlock()
+	if h != nil {
+		return h
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h = m.handles[k]; h != nil {
+		return h
+	}
+	h = &handles{}
+	if probe != "" {
+		h.hits = m.hits.WithLabelValues(domain, probe)
+		h.latency = m.latency.WithLabelValues(domain, probe)
+	}
+	if v := m.kinds[kind]; v != nil {
+		h.kind = v.WithLabelValues(domain)
+	}
+	m.handles[k] = h
+	return h
+}
+
+// Event counts ev by probe and kind, observes its latency, and counts its
+// rule matches; the trace ID, when there is one, is the exemplar.
+func (m *Metrics) Event(ev *collector.Event) {
+	domain := ev.Guest.Domain
+	h := m.handlesFor(domain, ev.Probe, ev.Kind)
+	var ex prometheus.Labels
+	if ev.TraceID.IsValid() {
+		ex = prometheus.Labels{"trace_id": ev.TraceID.String()}
+	}
+	if h.hits != nil {
+		add(h.hits, ex)
+		if ex != nil {
+			h.latency.(prometheus.ExemplarObserver).ObserveWithExemplar(ev.Latency.Seconds(), ex)
+		} else {
+			h.latency.Observe(ev.Latency.Seconds())
+		}
+	}
+	if h.kind != nil {
+		add(h.kind, ex)
+	}
+	if ev.Kind == collector.KindFileWrite {
+		for _, r := range ev.Rules {
+			m.suspicious.WithLabelValues(domain, label(r)).Inc()
+		}
+	}
+	if m.procEvents != nil {
+		m.procEvents.WithLabelValues(domain, ev.Kind.String(), m.processLabel(ev.Process.Name)).Inc()
+	}
+}
+
+func add(c prometheus.Counter, ex prometheus.Labels) {
+	if ex != nil {
+		c.(prometheus.ExemplarAdder).AddWithExemplar(1, ex)
+		return
+	}
+	c.Inc()
+}
+
+// processLabel admits the first ProcessLabelCap distinct names.
+func (m *Metrics) processLabel(name string) string {
+	name = label(name)
+	m.mu.RLock()
+	_, ok := m.procNames[name]
+	m.mu.RUnlock()
+	if ok {
+		return name
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.procNames[name]; ok {
+		return name
+	}
+	if len(m.procNames) >= m.procCap || name == OtherProcess {
+		return OtherProcess
+	}
+	m.procNames[name] = struct{}{}
+	return name
+}
+
+// label makes a guest-controlled string a safe label value: valid UTF-8,
+// bounded length.
+func label(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) > maxLabelLen {
+		s = strings.ToValidUTF8(s[:maxLabelLen], "")
+	}
+	return s
+}
+
+// ProbeError counts a hit that produced no event.
+func (m *Metrics) ProbeError(domain, probe, reason string) {
+	m.probeErrors.WithLabelValues(domain, label(probe), reason).Inc()
+}
+
+// Notice counts an engine notice that is not an event.
+func (m *Metrics) Notice(domain string, kind hook.NoticeKind) {
+	m.notices.WithLabelValues(domain, kind.String()).Inc()
+}
+
+// Attach counts an attach attempt.
+func (m *Metrics) Attach(domain string, err error) {
+	result := "success"
+	if err != nil {
+		result = "failure"
+	}
+	m.attempts.WithLabelValues(domain, result).Inc()
+}
+
+// Up sets vmi_guest_up and, for an attached guest, vmi_guest_info. The
+// first call for a domain creates its counters at zero, so that rates
+// and alerts work from the first scrape.
+func (m *Metrics) Up(domain string, g *collector.Guest, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.up.WithLabelValues(domain).Set(v)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, known := m.infoLabel[domain]
+	if !known {
+		m.attempts.WithLabelValues(domain, "success")
+		m.attempts.WithLabelValues(domain, "failure")
+		for _, k := range m.kinds {
+			k.WithLabelValues(domain)
+		}
+		m.infoLabel[domain] = [3]string{}
+	}
+	if g == nil {
+		return
+	}
+	lv := [3]string{domain, label(g.OS), label(g.Kernel)}
+	if lv == old {
+		return
+	}
+	if old[0] != "" {
+		m.info.DeleteLabelValues(old[:]...)
+	}
+	m.info.WithLabelValues(lv[:]...).Set(1)
+	m.infoLabel[domain] = lv
+}
+
+// Dropped counts an event a full exporter queue refused.
+func (m *Metrics) Dropped(domain, exporter string) {
+	m.dropped.WithLabelValues(domain, exporter).Inc()
+}
+
+// Queue reports an exporter queue's length as vmi_exporter_queue_length.
+func (m *Metrics) Queue(exporter string, length func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "vmi_exporter_queue_length",
+		Help:        "Events waiting in an exporter's queue.",
+		ConstLabels: prometheus.Labels{"exporter": exporter},
+	}, func() float64 { return float64(length()) }))
+}
