@@ -433,6 +433,7 @@ func (d *Driver) teardown() error {
 }
 
 func (d *Driver) detach() error {
+	reconnected := false
 	if d.gdb.Broken() != nil {
 		d.log.Warn("qemu: gdbstub connection lost; reconnecting to detach", "err", d.gdb.Broken())
 		ctx, cancel := context.WithTimeout(context.Background(), d.timeout())
@@ -442,6 +443,7 @@ func (d *Driver) detach() error {
 			return fmt.Errorf("qemu: reconnect to detach: %w", err)
 		}
 		d.gdb = g
+		reconnected = true
 	}
 	if err := d.Pause(); err != nil {
 		return errors.Join(err, d.gdb.Close())
@@ -449,7 +451,13 @@ func (d *Driver) detach() error {
 	d.mu.Lock()
 	var errs []error
 	for va := range d.bps {
-		if err := d.gdb.RemoveBreakpoint(gdbstub.SoftwareBreakpoint, uint64(va), 1); err != nil {
+		err := d.gdb.RemoveBreakpoint(gdbstub.SoftwareBreakpoint, uint64(va), 1)
+		var er *gdbstub.ErrorReply
+		if reconnected && errors.As(err, &er) {
+			// QEMU dropped the breakpoints of the lost connection.
+			err = nil
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("qemu: remove breakpoint at %v: %w", va, err))
 			continue
 		}

@@ -1,0 +1,272 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
+	"github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
+	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
+	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
+)
+
+// liveGuest boots the project's test guest, or skips when QEMU is absent.
+// VMI_QEMU and VMI_QEMU_DATADIR choose another QEMU (the benchmark script
+// runs Debian 12's 7.2 this way).
+func liveGuest(tb testing.TB) (*testguest.Guest, *testguest.Assets) {
+	tb.Helper()
+	qemu := os.Getenv("VMI_QEMU")
+	if qemu == "" {
+		qemu = "qemu-system-x86_64"
+	}
+	if _, err := exec.LookPath(qemu); err != nil {
+		tb.Skipf("%s not installed: %v", qemu, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	assets, err := testguest.Prepare(ctx, "", log)
+	if err != nil {
+		tb.Fatalf("prepare test guest: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "vq")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	g, err := testguest.Boot(ctx, assets, testguest.Options{Dir: dir, Log: log})
+	if err != nil {
+		tb.Fatalf("boot test guest: %v", err)
+	}
+	tb.Cleanup(func() { g.Close() })
+	if err := g.WaitReady(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return g, assets
+}
+
+func openLive(tb testing.TB, g *testguest.Guest, withRAM bool) *Driver {
+	tb.Helper()
+	cfg := Config{GDBSocket: g.GDBSocket, QMPSocket: g.QMPSocket, Timeout: 20 * time.Second}
+	if withRAM {
+		cfg.RAMPath, cfg.RAMSize = g.RAMPath, uint64(g.RAMSize)
+	}
+	d, err := Open(context.Background(), cfg, nil)
+	if err != nil {
+		tb.Fatalf("open: %v", err)
+	}
+	tb.Cleanup(func() { d.Close() })
+	return d
+}
+
+// kernelOS finds the running kernel (KASLR slide, kernel root) from the
+// image's own symbols and BTF.
+func kernelOS(tb testing.TB, d *Driver, a *testguest.Assets) *linux.OS {
+	tb.Helper()
+	prof, err := vmlinux.Profile(a.Kernel, vmlinux.Options{})
+	if err != nil {
+		tb.Fatalf("kernel profile: %v", err)
+	}
+	o, err := linux.New(d, prof, linux.Options{})
+	if err != nil {
+		tb.Fatalf("find kernel: %v", err)
+	}
+	return o
+}
+
+// waitRecords reports whether the guest prints at least n workload records
+// before the timeout: proof that it runs.
+func waitRecords(g *testguest.Guest, n int, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	got := 0
+	for range g.Records(ctx) {
+		if got++; got >= n {
+			return true
+		}
+	}
+	return false
+}
+
+func TestLive(t *testing.T) {
+	g, assets := liveGuest(t)
+	d := openLive(t, g, true)
+	if d.VCPUs() != 2 {
+		t.Fatalf("VCPUs = %d, want the guest's 2", d.VCPUs())
+	}
+	if st, err := d.Status(); err != nil || st.Running {
+		t.Fatalf("status after attach %+v %v: want stopped", st, err)
+	}
+
+	// Registers of every vCPU, and the code at RIP read three ways: page
+	// walk over the mapped RAM, gdbstub physical read, gdbstub virtual read.
+	kernelSeen := false
+	for v := range d.VCPUs() {
+		vcpu := introspect.VCPU(v)
+		regs, err := d.Registers(vcpu)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("vCPU %d: rip %#x cs %#x cr3 %#x cr4 %#x efer %#x gs %#x kgs %#x", v, regs.RIP, regs.CS.Selector, regs.CR3, regs.CR4, regs.EFER, regs.GSBase, regs.KernelGSBase)
+		if !regs.LongMode() || regs.CR0&amd64.CR0PG == 0 || regs.CR3 == 0 {
+			t.Fatalf("vCPU %d not in long mode with paging: %+v", v, regs)
+		}
+		if regs.CPL() != 0 {
+			continue
+		}
+		kernelSeen = true
+		if regs.GSBase == 0 {
+			t.Errorf("vCPU %d in the kernel with GS base 0", v)
+		}
+		mode := paging.Level4
+		if regs.FiveLevel() {
+			mode = paging.Level5
+		}
+		root := introspect.Pa(regs.TranslationRoot())
+		pa, err := paging.Translate(d, root, introspect.Va(regs.RIP), mode)
+		if err != nil {
+			t.Fatalf("translate RIP: %v", err)
+		}
+		n := min(32, introspect.PageSize-int(pa.Offset()))
+		viaRAM := make([]byte, n)
+		viaPhys := make([]byte, n)
+		viaVirt := make([]byte, n)
+		if err := d.ReadPhysical(pa, viaRAM); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.ReadPhysicalGDB(pa, viaPhys); err != nil {
+			t.Fatal(err)
+		}
+		th, _ := d.Thread(vcpu)
+		if err := d.GDB().ReadVirtual(th, regs.RIP, viaVirt); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(viaRAM, viaVirt) || !bytes.Equal(viaPhys, viaVirt) {
+			t.Fatalf("code at RIP differs:\nram  %x\nphys %x\nvirt %x", viaRAM, viaPhys, viaVirt)
+		}
+		if bytes.Count(viaRAM, []byte{0}) == len(viaRAM) {
+			t.Fatalf("code at RIP is all zero")
+		}
+	}
+	if !kernelSeen {
+		t.Log("no vCPU stopped in the kernel; code comparison skipped for user vCPUs")
+	}
+
+	// A breakpoint on the write path of the workload.
+	o := kernelOS(t, d, assets)
+	fn, err := o.Symbol("ksys_write")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fnPA, err := o.Memory().Translate(o.KernelRoot(), fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := make([]byte, 16)
+	if err := d.ReadPhysical(fnPA, orig); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.InsertBreakpoint(fn); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	vcpus := map[introspect.VCPU]int{}
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		ev, err := d.WaitEvent(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("hit %d: %v", i, err)
+		}
+		if ev.Regs.RIP != uint64(fn) {
+			t.Fatalf("hit %d at %#x, want ksys_write %v", i, ev.Regs.RIP, fn)
+		}
+		vcpus[ev.VCPU]++
+		// The guest's memory holds no trace of the breakpoint.
+		now := make([]byte, len(orig))
+		if err := d.ReadPhysical(fnPA, now); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(now, orig) {
+			t.Fatalf("code of ksys_write changed under a breakpoint: %x, was %x", now, orig)
+		}
+		if err := d.Respond(ev, driver.Response{}); err != nil {
+			t.Fatalf("respond: %v", err)
+		}
+	}
+	t.Logf("hits per vCPU: %v", vcpus)
+
+	// A wait cancelled by its context leaves the guest stopped.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := d.WaitEvent(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v", err)
+	}
+	if st, err := d.Status(); err != nil || st.Running {
+		t.Errorf("status after cancelled wait %+v %v: want stopped", st, err)
+	}
+
+	if err := d.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if !waitRecords(g, 10, 60*time.Second) {
+		t.Fatal("guest does not run its workload after detach")
+	}
+	after := make([]byte, len(orig))
+	d2 := openLive(t, g, true)
+	if err := d2.ReadPhysical(fnPA, after); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(after, orig) {
+		t.Fatalf("code of ksys_write changed after detach: %x, was %x", after, orig)
+	}
+	d2.Close()
+}
+
+// TestLiveBrokenConnection: Close after the gdbstub connection died must
+// reconnect, remove the breakpoints QEMU kept, and let the guest run.
+func TestLiveBrokenConnection(t *testing.T) {
+	g, assets := liveGuest(t)
+	d := openLive(t, g, false) // also exercises the gdbstub read path
+	o := kernelOS(t, d, assets)
+	fn, err := o.Symbol("ksys_write")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.InsertBreakpoint(fn); err != nil {
+		t.Fatal(err)
+	}
+	d.GDB().Close() // as if the connection broke
+	if err := d.Close(); err != nil {
+		t.Fatalf("close after a broken connection: %v", err)
+	}
+	q, err := qmp.Dial(context.Background(), "unix", g.QMPSocket, qmp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if st, err := q.QueryStatus(); err != nil || !st.Running {
+		t.Fatalf("guest not running after close: %+v %v", st, err)
+	}
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !waitRecords(g, 10, 60*time.Second) {
+		t.Fatal("guest does not run its workload: breakpoint left behind or guest stopped")
+	}
+}
