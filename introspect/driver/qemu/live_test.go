@@ -14,9 +14,9 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
-	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
 	"github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
+	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
 	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
 )
 
