@@ -508,6 +508,9 @@ func (m *Machine) FreeFrame(g introspect.Gfn) error {
 		}
 	}
 	delete(m.extra, g)
+	for _, vw := range m.views {
+		delete(vw.acc, g) // the frame's entries go with it
+	}
 	return nil
 }
 
