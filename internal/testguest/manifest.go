@@ -170,35 +170,35 @@ func (p *fieldParser) pid(k string) int {
 
 // Spawn is a process the workload started.
 type Spawn struct {
-	PID   int
-	PPID  int
-	Name  string
-	Round int
+	PID   int    `json:"pid"`
+	PPID  int    `json:"ppid"`
+	Name  string `json:"name"`
+	Round int    `json:"round"`
 }
 
 // File is a file the workload created and wrote.
 type File struct {
-	Path   string
-	PID    int
-	Opens  int
-	Writes int
-	Bytes  int
-	Round  int
+	Path   string `json:"path"`
+	PID    int    `json:"pid"`
+	Opens  int    `json:"opens"`
+	Writes int    `json:"writes"`
+	Bytes  int    `json:"bytes"`
+	Round  int    `json:"round"`
 }
 
 // Exit is a process the workload reaped.
 type Exit struct {
-	PID    int
-	Status int
-	Round  int
+	PID    int `json:"pid"`
+	Status int `json:"status"`
+	Round  int `json:"round"`
 }
 
 // Manifest is what the guest reported for one or more rounds.
 type Manifest struct {
-	Rounds []int // round numbers in the order they finished
-	Spawns []Spawn
-	Files  []File
-	Exits  []Exit
+	Rounds []int   `json:"rounds"` // round numbers in the order they finished
+	Spawns []Spawn `json:"spawns"`
+	Files  []File  `json:"files"`
+	Exits  []Exit  `json:"exits"`
 }
 
 // Add adds a record; records of other kinds than spawn, file, exit and done
