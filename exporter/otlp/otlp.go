@@ -1,0 +1,341 @@
+// Package otlp exports guest events as OpenTelemetry traces: one trace per
+// guest process, a process span from its start to its exit, and a child
+// span per file event. Spans go to an OTLP endpoint (gRPC or HTTP) through
+// the SDK's batch processor or, without an endpoint, to a JSON file.
+package otlp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+)
+
+// Attribute keys of this project (no semantic convention exists for them).
+const (
+	AttrDomain     = attribute.Key("vmi.domain")
+	AttrProbe      = attribute.Key("vmi.probe")
+	AttrVCPU       = attribute.Key("vmi.vcpu")
+	AttrRules      = attribute.Key("vmi.rules")
+	AttrStartSeen  = attribute.Key("vmi.process.start_seen")
+	AttrExitSeen   = attribute.Key("vmi.process.exit_seen")
+	AttrEvicted    = attribute.Key("vmi.process.evicted")
+	AttrLatencyNS  = attribute.Key("vmi.latency_ns")
+	ProcessSpan    = "process"
+	DefaultMaxOpen = 10000
+)
+
+// Options configure the exporter.
+type Options struct {
+	// Endpoint is the OTLP receiver: host:port, or a URL for HTTP. Empty
+	// writes spans as JSON lines to File.
+	Endpoint string
+	// Protocol is "grpc" (default) or "http".
+	Protocol string
+	Insecure bool
+	Headers  map[string]string
+	// File receives the spans when Endpoint is empty.
+	File string
+	// MaxOpenProcesses bounds the table of open process spans; the least
+	// recently used is ended when it is full (DefaultMaxOpen if 0).
+	MaxOpenProcesses int
+	// Version is service.version.
+	Version string
+	// SpanExporter, when set, replaces Endpoint and File (tests).
+	SpanExporter sdktrace.SpanExporter
+	// BatchOptions tune the batch span processor.
+	BatchOptions []sdktrace.BatchSpanProcessorOption
+	Logger       *slog.Logger
+}
+
+// Exporter is a collector.Sink that turns events into spans.
+type Exporter struct {
+	tp      *sdktrace.TracerProvider
+	tracer  trace.Tracer
+	tracker *Tracker
+	open    *lru[procKey, *procSpan]
+	file    *os.File
+	evicted atomic.Uint64
+	spans   atomic.Uint64
+	log     *slog.Logger
+}
+
+type procSpan struct {
+	span trace.Span
+	ctx  context.Context
+}
+
+// New builds the exporter and its span pipeline.
+func New(ctx context.Context, o Options) (*Exporter, error) {
+	if o.MaxOpenProcesses <= 0 {
+		o.MaxOpenProcesses = DefaultMaxOpen
+	}
+	e := &Exporter{log: o.Logger}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	exp := o.SpanExporter
+	var err error
+	if exp == nil {
+		exp, err = e.spanExporter(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+	}
+	host, _ := os.Hostname()
+	res := resource.NewWithAttributes(semconv.SchemaURL,
+		semconv.ServiceName("vmi-exporter"),
+		semconv.ServiceVersion(o.Version),
+		semconv.HostName(host),
+	)
+	gen := newIDGen()
+	e.tp = sdktrace.NewTracerProvider(
+		sdktrace.WithResource(res),
+		sdktrace.WithIDGenerator(gen),
+		sdktrace.WithSampler(sdktrace.AlwaysSample()),
+		sdktrace.WithBatcher(exp, o.BatchOptions...),
+	)
+	e.tracer = e.tp.Tracer("github.com/vmi-exporter/vmi-exporter/exporter/otlp")
+	e.tracker = &Tracker{ids: newLRU[procKey, trace.TraceID](o.MaxOpenProcesses, nil), gen: gen}
+	e.open = newLRU(o.MaxOpenProcesses, func(_ procKey, p *procSpan) {
+		p.span.SetAttributes(AttrEvicted.Bool(true))
+		p.span.End()
+		e.evicted.Add(1)
+	})
+	return e, nil
+}
+
+func (e *Exporter) spanExporter(ctx context.Context, o Options) (sdktrace.SpanExporter, error) {
+	if o.Endpoint == "" {
+		if o.File == "" {
+			return nil, errors.New("otlp: neither an endpoint nor a file")
+		}
+		f, err := os.OpenFile(o.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("otlp: span file: %w", err)
+		}
+		e.file = f
+		exp, err := stdouttrace.New(stdouttrace.WithWriter(f))
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("otlp: span file: %w", err)
+		}
+		return exp, nil
+	}
+	url := strings.Contains(o.Endpoint, "://")
+	switch o.Protocol {
+	case "", "grpc":
+		opts := []otlptracegrpc.Option{otlptracegrpc.WithHeaders(o.Headers)}
+		if url {
+			opts = append(opts, otlptracegrpc.WithEndpointURL(o.Endpoint))
+		} else {
+			opts = append(opts, otlptracegrpc.WithEndpoint(o.Endpoint))
+		}
+		if o.Insecure {
+			opts = append(opts, otlptracegrpc.WithInsecure())
+		}
+		exp, err := otlptracegrpc.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("otlp grpc exporter: %w", err)
+		}
+		return exp, nil
+	case "http":
+		opts := []otlptracehttp.Option{otlptracehttp.WithHeaders(o.Headers)}
+		if url {
+			opts = append(opts, otlptracehttp.WithEndpointURL(httpTracesURL(o.Endpoint)))
+		} else {
+			opts = append(opts, otlptracehttp.WithEndpoint(o.Endpoint))
+		}
+		if o.Insecure {
+			opts = append(opts, otlptracehttp.WithInsecure())
+		}
+		exp, err := otlptracehttp.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("otlp http exporter: %w", err)
+		}
+		return exp, nil
+	}
+	return nil, fmt.Errorf("otlp: unknown protocol %q (want grpc or http)", o.Protocol)
+}
+
+// httpTracesURL adds the traces path to a base URL without a path, as
+// OTEL_EXPORTER_OTLP_ENDPOINT does.
+func httpTracesURL(u string) string {
+	scheme, rest, _ := strings.Cut(u, "://")
+	if i := strings.IndexByte(rest, '/'); i < 0 || rest[i:] == "/" {
+		host, _, _ := strings.Cut(rest, "/")
+		return scheme + "://" + host + "/v1/traces"
+	}
+	return u
+}
+
+// Tracker is the Enricher that assigns trace IDs in the event loop; add it
+// to the collector's enrichers so exemplars and spans agree.
+func (e *Exporter) Tracker() *Tracker { return e.tracker }
+
+// Name implements collector.Sink.
+func (e *Exporter) Name() string { return "otlp" }
+
+// Export turns one event into spans. It is called from one goroutine.
+func (e *Exporter) Export(ev *collector.Event) {
+	if !traced(ev.Kind) {
+		return
+	}
+	k := procKey{ev.Guest.Domain, ev.Process.PID}
+	switch ev.Kind {
+	case collector.KindProcessStart:
+		if old, ok := e.open.remove(k); ok {
+			// The exit was missed (or the pid reused): close the old one.
+			old.span.SetAttributes(AttrExitSeen.Bool(false))
+			old.span.End(trace.WithTimestamp(ev.Time))
+		}
+		e.open.put(k, e.startProcess(ev, true))
+	case collector.KindProcessExit:
+		p, ok := e.open.remove(k)
+		if !ok {
+			p = e.startProcess(ev, false)
+		}
+		p.span.SetAttributes(AttrExitSeen.Bool(true))
+		p.span.End(trace.WithTimestamp(ev.Time))
+	default:
+		p, ok := e.open.get(k)
+		if !ok {
+			p = e.startProcess(ev, false)
+			e.open.put(k, p)
+		}
+		_, s := e.tracer.Start(p.ctx, ev.Kind.String(),
+			trace.WithTimestamp(ev.Time), trace.WithAttributes(eventAttrs(ev)...))
+		s.End(trace.WithTimestamp(ev.Time.Add(ev.Latency)))
+		e.spans.Add(1)
+	}
+}
+
+func (e *Exporter) startProcess(ev *collector.Event, startSeen bool) *procSpan {
+	g := ev.Guest
+	attrs := []attribute.KeyValue{
+		AttrDomain.String(g.Domain),
+		semconv.OSTypeKey.String(g.OS),
+		semconv.ProcessPID(int(ev.Process.PID)),
+		semconv.ProcessParentPID(int(ev.Process.PPID)),
+		AttrStartSeen.Bool(startSeen),
+	}
+	if g.Kernel != "" {
+		attrs = append(attrs, semconv.OSBuildID(g.Kernel))
+		if v := kernelVersion(g.Kernel); v != "" {
+			attrs = append(attrs, semconv.OSVersion(v))
+		}
+	}
+	if ev.Process.Name != "" {
+		attrs = append(attrs, semconv.ProcessExecutableName(ev.Process.Name))
+	}
+	if ev.Process.Image != "" {
+		attrs = append(attrs, semconv.ProcessExecutablePath(ev.Process.Image))
+	}
+	if startSeen {
+		attrs = append(attrs, AttrProbe.String(ev.Probe), AttrVCPU.Int(ev.VCPU))
+		if len(ev.Rules) > 0 {
+			attrs = append(attrs, AttrRules.StringSlice(ev.Rules))
+		}
+	}
+	ctx := withTraceID(context.Background(), ev.TraceID)
+	ctx, s := e.tracer.Start(ctx, ProcessSpan, trace.WithNewRoot(), trace.WithTimestamp(ev.Time), trace.WithAttributes(attrs...))
+	e.spans.Add(1)
+	return &procSpan{span: s, ctx: ctx}
+}
+
+func eventAttrs(ev *collector.Event) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		AttrDomain.String(ev.Guest.Domain),
+		semconv.ProcessPID(int(ev.Process.PID)),
+		AttrProbe.String(ev.Probe),
+		AttrVCPU.Int(ev.VCPU),
+		AttrLatencyNS.Int64(int64(ev.Latency)),
+	}
+	if ev.Path != "" {
+		attrs = append(attrs, semconv.FilePath(ev.Path))
+	}
+	if ev.Process.Name != "" {
+		attrs = append(attrs, semconv.ProcessExecutableName(ev.Process.Name))
+	}
+	if len(ev.Rules) > 0 {
+		attrs = append(attrs, AttrRules.StringSlice(ev.Rules))
+	}
+	return attrs
+}
+
+// kernelVersion returns the release of a Linux banner ("Linux version
+// 6.1.0-28-cloud-amd64 (...) ..." → "6.1.0-28-cloud-amd64").
+func kernelVersion(k string) string {
+	const p = "Linux version "
+	if !strings.HasPrefix(k, p) {
+		return ""
+	}
+	v, _, _ := strings.Cut(k[len(p):], " ")
+	return v
+}
+
+// Close ends the spans of processes still running (exit_seen=false),
+// flushes the batch processor and closes the span file.
+func (e *Exporter) Close(ctx context.Context) error {
+	now := time.Now()
+	e.open.each(func(_ procKey, p *procSpan) {
+		p.span.SetAttributes(AttrExitSeen.Bool(false))
+		p.span.End(trace.WithTimestamp(now))
+	})
+	e.open = newLRU[procKey, *procSpan](1, nil)
+	err := e.tp.Shutdown(ctx)
+	if e.file != nil {
+		err = errors.Join(err, e.file.Close())
+	}
+	if err != nil {
+		return fmt.Errorf("otlp: %w", err)
+	}
+	return nil
+}
+
+// Collector exposes the exporter's own counters to Prometheus.
+func (e *Exporter) Collector() prometheus.Collector {
+	return collectors{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "vmi_otlp_process_spans_evicted_total",
+			Help: "Open process spans ended early because the table of open processes was full.",
+		}, func() float64 { return float64(e.evicted.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "vmi_otlp_spans_started_total",
+			Help: "Spans started by the OTLP exporter.",
+		}, func() float64 { return float64(e.spans.Load()) }),
+	}
+}
+
+// Evicted is the number of process spans ended by eviction.
+func (e *Exporter) Evicted() uint64 { return e.evicted.Load() }
+
+type collectors []prometheus.Collector
+
+func (c collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, x := range c {
+		x.Describe(ch)
+	}
+}
+
+func (c collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, x := range c {
+		x.Collect(ch)
+	}
+}
