@@ -4,6 +4,10 @@
 //	testguest prepare                 # fetch with apt, build the initramfs; print the assets as JSON
 //	testguest boot -dir /tmp/x        # boot; print sockets and RAM path as JSON; run until SIGINT/SIGTERM
 //	testguest bench -rounds 10        # boot time and the time of "run 10"
+//	testguest qemu -qemu-deb bookworm # unpack Debian 12's QEMU 7.2 into the cache; print its paths
+//
+// -qemu-deb VERSION (or "bookworm" for Debian 12's QEMU 7.2) makes boot and
+// bench use that QEMU, fetched with apt and unpacked into the cache.
 //
 // While "boot" runs, lines on its standard input are guest commands:
 // "run N" (prints the manifest as JSON), "loop MS", "stop".
@@ -36,7 +40,7 @@ func main() {
 }
 
 func usage() error {
-	return errors.New("usage: testguest prepare|boot|bench [flags] (-h for flags)")
+	return errors.New("usage: testguest prepare|boot|bench|qemu [flags] (-h for flags)")
 }
 
 func run(args []string) error {
@@ -48,6 +52,7 @@ func run(args []string) error {
 	dir := fs.String("dir", "", "directory for sockets and RAM file (default: a new temporary directory)")
 	qemu := fs.String("qemu", "", "qemu-system-x86_64 binary (default $VMI_QEMU or PATH)")
 	datadir := fs.String("datadir", "", "QEMU data directory passed as -L (default $VMI_QEMU_DATADIR)")
+	qemuDeb := fs.String("qemu-deb", "", "use qemu-system-x86 of this Debian version, unpacked into the cache (\"bookworm\": Debian 12's 7.2)")
 	mem := fs.Int("mem", 256, "guest RAM in MiB")
 	cpus := fs.Int("smp", 2, "number of vCPUs")
 	cpu := fs.String("cpu", "", "QEMU -cpu model (\"max\" gives 5-level paging)")
@@ -67,17 +72,31 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	enc := json.NewEncoder(os.Stdout)
+	opts := testguest.Options{
+		Dir: *dir, QEMU: *qemu, QEMUDataDir: *datadir, MemoryMiB: *mem, CPUs: *cpus, CPU: *cpu,
+		LoopIntervalMS: *loop, Log: log,
+	}
+	if *qemuDeb != "" || args[0] == "qemu" {
+		v := *qemuDeb
+		if v == "" {
+			v = testguest.QEMUBookworm
+		}
+		q, err := testguest.PrepareQEMU(ctx, *cache, v, log)
+		if err != nil {
+			return err
+		}
+		if args[0] == "qemu" {
+			return enc.Encode(q)
+		}
+		opts = q.Options(opts)
+	}
 	assets, err := testguest.Prepare(ctx, *cache, log)
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(os.Stdout)
 	if args[0] == "prepare" {
 		return enc.Encode(assets)
-	}
-	opts := testguest.Options{
-		Dir: *dir, QEMU: *qemu, QEMUDataDir: *datadir, MemoryMiB: *mem, CPUs: *cpus, CPU: *cpu,
-		LoopIntervalMS: *loop, Log: log,
 	}
 	if *console {
 		opts.Console = os.Stderr

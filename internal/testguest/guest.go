@@ -26,9 +26,13 @@ type Options struct {
 	// QEMU is the qemu-system-x86_64 binary: this, else $VMI_QEMU, else the
 	// one in PATH.
 	QEMU string
-	// QEMUDataDir is passed as -L (firmware/ROM directory), needed for a QEMU
-	// unpacked outside its install prefix: this, else $VMI_QEMU_DATADIR.
+	// QEMUDataDir lists firmware/ROM directories, separated by ':', each
+	// passed as -L; needed for a QEMU unpacked outside its install prefix
+	// (see QEMUInstall): this, else $VMI_QEMU_DATADIR.
 	QEMUDataDir string
+	// QEMUModuleDir is where QEMU loads its modules from (QEMU_MODULE_DIR),
+	// needed for an unpacked QEMU: this, else $VMI_QEMU_MODULE_DIR.
+	QEMUModuleDir string
 	// MemoryMiB is the guest RAM size; 256 if zero.
 	MemoryMiB int
 	// CPUs is the number of vCPUs; 2 if zero.
@@ -184,13 +188,22 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 	if o.CPU != "" {
 		args = append(args, "-cpu", o.CPU)
 	}
-	if datadir != "" {
-		args = append(args, "-L", datadir)
+	for _, d := range filepath.SplitList(datadir) {
+		if d != "" {
+			args = append(args, "-L", d)
+		}
 	}
 	args = append(args, o.ExtraArgs...)
 	g.Args = append([]string{qemuPath}, args...)
 
 	cmd := exec.Command(qemuPath, args...)
+	moddir := o.QEMUModuleDir
+	if moddir == "" {
+		moddir = os.Getenv("VMI_QEMU_MODULE_DIR")
+	}
+	if moddir != "" {
+		cmd.Env = append(os.Environ(), "QEMU_MODULE_DIR="+moddir)
+	}
 	// If the test process dies, QEMU must not outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	cmd.Stderr = &g.stderr

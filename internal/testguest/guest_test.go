@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -149,5 +150,44 @@ func TestGuestKill(t *testing.T) {
 	}
 	if err := g.WaitReady(ctx); err == nil {
 		t.Error("WaitReady on a killed guest succeeded")
+	}
+}
+
+// TestGuestQEMUBookworm boots the guest under Debian 12's QEMU 7.2, unpacked
+// into the cache beside the installed QEMU, as the breakpoint-rate
+// comparison does.
+func TestGuestQEMUBookworm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; run without -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	q, err := PrepareQEMU(ctx, "", QEMUBookworm, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(q.Version, "1:7.2") {
+		t.Errorf("bookworm QEMU version %s, want 1:7.2*", q.Version)
+	}
+	a, err := Prepare(ctx, "", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := Boot(ctx, a, q.Options(Options{Log: log}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := g.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("QEMU %s: boot to VMI idle: %v", q.Version, g.BootTime())
+	m, err := g.Run(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Check(); err != nil {
+		t.Error(err)
 	}
 }
