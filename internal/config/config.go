@@ -1,0 +1,384 @@
+// Package config loads the vmi-exporter configuration with koanf from, in
+// increasing precedence: built-in defaults, a YAML file (--config),
+// VMI_EXPORTER_* environment variables (a double underscore nests:
+// VMI_EXPORTER_WEB__LISTEN_ADDRESS is web.listen_address) and command-line
+// flags; then validates it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/spf13/pflag"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+)
+
+// DefaultListenAddress is where /metrics is served by default. 9860 is not
+// taken in the Prometheus default port allocations list as far as we know.
+const DefaultListenAddress = ":9860"
+
+// EnvPrefix starts every environment variable the configuration reads.
+const EnvPrefix = "VMI_EXPORTER_"
+
+// Config is the whole configuration.
+type Config struct {
+	Web     Web                     `koanf:"web"`
+	Guests  []collector.GuestConfig `koanf:"guests"`
+	Probes  []string                `koanf:"probes"` // enabled event kinds: file.create, file.write, process.start, process.exit
+	OTLP    OTLP                    `koanf:"otlp"`
+	JSONL   JSONL                   `koanf:"jsonl"`
+	Metrics Metrics                 `koanf:"metrics"`
+	Queues  Queues                  `koanf:"queues"`
+	Backoff collector.Backoff       `koanf:"backoff"`
+	Log     Log                     `koanf:"log"`
+	// Rules are passed as written to the rules engine (issue 6).
+	Rules []map[string]any `koanf:"rules"`
+}
+
+// Web configures the metrics server.
+type Web struct {
+	ListenAddress string `koanf:"listen_address"`
+	// ConfigFile is an exporter-toolkit web configuration (TLS, basic auth).
+	ConfigFile string `koanf:"config_file"`
+}
+
+// OTLP configures trace export.
+type OTLP struct {
+	// Endpoint is host:port or a URL; empty writes spans to File, and
+	// with no File either, traces are off.
+	Endpoint         string            `koanf:"endpoint"`
+	Protocol         string            `koanf:"protocol"` // grpc or http
+	Insecure         bool              `koanf:"insecure"`
+	Headers          map[string]string `koanf:"headers"`
+	File             string            `koanf:"file"`
+	MaxOpenProcesses int               `koanf:"max_open_processes"`
+}
+
+// JSONL configures the JSON-lines event log.
+type JSONL struct {
+	// Path is a file, "-" for stdout, or empty for none.
+	Path string `koanf:"path"`
+}
+
+// Metrics configures the Prometheus metrics.
+type Metrics struct {
+	// ProcessLabelCap > 0 enables vmi_process_events_total with at most
+	// this many process names. Off by default.
+	ProcessLabelCap int `koanf:"process_label_cap"`
+}
+
+// Queues configures the exporter queues.
+type Queues struct {
+	Size int `koanf:"size"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `koanf:"level"`  // debug, info, warn, error
+	Format string `koanf:"format"` // text or json
+}
+
+// Defaults returns the built-in configuration as koanf keys.
+func Defaults() map[string]any {
+	return map[string]any{
+		"web.listen_address":        DefaultListenAddress,
+		"web.config_file":           "",
+		"probes":                    []string{"file.create", "file.write", "process.start", "process.exit"},
+		"otlp.endpoint":             "",
+		"otlp.protocol":             "grpc",
+		"otlp.insecure":             false,
+		"otlp.file":                 "",
+		"otlp.max_open_processes":   10000,
+		"jsonl.path":                "",
+		"metrics.process_label_cap": 0,
+		"queues.size":               collector.DefaultQueueSize,
+		"backoff.initial":           "1s",
+		"backoff.max":               "1m",
+		"backoff.jitter":            0.2,
+		"log.level":                 "info",
+		"log.format":                "text",
+	}
+}
+
+// Flags registers the flags Load reads on fs. A flag name is its key with
+// "-" for "_" (--web.listen-address sets web.listen_address).
+func Flags(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML configuration file")
+	fs.String("web.listen-address", DefaultListenAddress, "address to serve /metrics on")
+	fs.String("web.config-file", "", "exporter-toolkit web configuration file (TLS, basic auth)")
+	fs.StringSlice("probes", nil, "event kinds to watch (file.create,file.write,process.start,process.exit)")
+	fs.String("otlp.endpoint", "", "OTLP receiver (host:port or URL); empty writes spans to --otlp.file")
+	fs.String("otlp.protocol", "grpc", "OTLP protocol: grpc or http")
+	fs.Bool("otlp.insecure", false, "OTLP without TLS")
+	fs.String("otlp.file", "", "file for spans (JSON lines) when no OTLP endpoint is set")
+	fs.String("jsonl.path", "", `JSON-lines event log: a file, or "-" for stdout`)
+	fs.Int("metrics.process-label-cap", 0, "enable vmi_process_events_total with at most this many process names")
+	fs.Int("queues.size", collector.DefaultQueueSize, "events each exporter queue holds before dropping")
+	fs.Duration("backoff.initial", time.Second, "first delay before re-attaching a guest")
+	fs.Duration("backoff.max", time.Minute, "longest delay before re-attaching a guest")
+	fs.String("log.level", "info", "log level: debug, info, warn, error")
+	fs.String("log.format", "text", "log format: text or json")
+}
+
+// Load reads the configuration: defaults, then the YAML file named by the
+// parsed --config flag, then environ (VMI_EXPORTER_* entries, os.Environ
+// when nil), then the flags the user set. It validates the result.
+func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(Defaults(), "."), nil); err != nil {
+		return nil, fmt.Errorf("config defaults: %w", err)
+	}
+	if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
+		if err := k.Load(file.Provider(f.Value.String()), yaml.Parser()); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", f.Value.String(), err)
+		}
+	}
+	if environ == nil {
+		environ = os.Environ()
+	}
+	err := k.Load(env.Provider(".", env.Opt{
+		Prefix:      EnvPrefix,
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(key, v string) (string, any) {
+			key = strings.ToLower(strings.TrimPrefix(key, EnvPrefix))
+			key = strings.ReplaceAll(key, "__", ".")
+			if key == "probes" {
+				return key, strings.Split(v, ",")
+			}
+			return key, v
+		},
+	}), nil)
+	if err != nil {
+		return nil, fmt.Errorf("config environment: %w", err)
+	}
+	err = k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		if !f.Changed || f.Name == "config" {
+			return "", nil
+		}
+		return strings.ReplaceAll(f.Name, "-", "_"), posflag.FlagVal(fs, f)
+	}), nil)
+	if err != nil {
+		return nil, fmt.Errorf("config flags: %w", err)
+	}
+	var c Config
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.setGuestDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setGuestDefaults() {
+	for i := range c.Guests {
+		g := &c.Guests[i]
+		if g.Driver == "" {
+			g.Driver = "qemu"
+		}
+		if g.OS == "" {
+			g.OS = "auto"
+		}
+	}
+}
+
+// Kinds returns the enabled probe kinds (valid after Validate).
+func (c *Config) Kinds() []collector.Kind {
+	var ks []collector.Kind
+	for _, p := range c.Probes {
+		k, _ := collector.ParseKind(p)
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	if err := checkListen(c.Web.ListenAddress); err != nil {
+		bad("web.listen_address: %w", err)
+	}
+	if c.Web.ConfigFile != "" {
+		if err := web.Validate(c.Web.ConfigFile); err != nil {
+			bad("web.config_file: %w", err)
+		}
+	}
+	errs = append(errs, c.ValidateGuests()...)
+	if len(c.Probes) == 0 {
+		bad("probes: none enabled")
+	}
+	var names []string
+	for _, k := range collector.ProbeKinds() {
+		names = append(names, k.String())
+	}
+	for _, p := range c.Probes {
+		if !slices.Contains(names, p) {
+			bad("probes: unknown probe kind %q (known: %s)", p, strings.Join(names, ", "))
+		}
+	}
+	switch c.OTLP.Protocol {
+	case "grpc", "http":
+	default:
+		bad("otlp.protocol: %q is neither grpc nor http", c.OTLP.Protocol)
+	}
+	if e := c.OTLP.Endpoint; e != "" {
+		if strings.Contains(e, "://") {
+			u, err := url.Parse(e)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("otlp.endpoint: %q is not an http(s) URL", e)
+			}
+		} else if err := checkHostPort(e); err != nil {
+			bad("otlp.endpoint: %w", err)
+		}
+	}
+	if c.OTLP.MaxOpenProcesses < 1 {
+		bad("otlp.max_open_processes: must be at least 1, got %d", c.OTLP.MaxOpenProcesses)
+	}
+	if n := c.Metrics.ProcessLabelCap; n < 0 || n > 10000 {
+		bad("metrics.process_label_cap: %d is outside 0..10000", n)
+	}
+	if n := c.Queues.Size; n < 1 || n > 1<<20 {
+		bad("queues.size: %d is outside 1..%d", n, 1<<20)
+	}
+	if c.Backoff.Initial <= 0 {
+		bad("backoff.initial: must be positive, got %s", c.Backoff.Initial)
+	}
+	if c.Backoff.Max < c.Backoff.Initial {
+		bad("backoff.max: %s is shorter than backoff.initial %s", c.Backoff.Max, c.Backoff.Initial)
+	}
+	if j := c.Backoff.Jitter; j < 0 || j >= 1 {
+		bad("backoff.jitter: %g is outside [0,1)", j)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level: unknown level %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format: %q is neither text nor json", c.Log.Format)
+	}
+	for i, r := range c.Rules {
+		if n, _ := r["name"].(string); n == "" {
+			bad("rules[%d]: no name", i)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateGuests checks the guest list.
+func (c *Config) ValidateGuests() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if len(c.Guests) == 0 {
+		bad("guests: none configured (add at least one under guests:)")
+	}
+	seen := map[string]bool{}
+	for i, g := range c.Guests {
+		where := fmt.Sprintf("guests[%d]", i)
+		if g.Name == "" {
+			bad("%s: no name", where)
+		} else {
+			where = fmt.Sprintf("guests[%d] (%s)", i, g.Name)
+			if seen[g.Name] {
+				bad("%s: name used twice", where)
+			}
+			seen[g.Name] = true
+			if !validName(g.Name) {
+				bad("%s: name must be 1-64 letters, digits, '.', '_' or '-'", where)
+			}
+		}
+		switch g.Driver {
+		case "qemu":
+			if g.QEMU.GDBSocket == "" {
+				bad("%s: qemu.gdb_socket is required", where)
+			}
+			if g.QEMU.RAMPath != "" {
+				if _, err := os.Stat(g.QEMU.RAMPath); err != nil {
+					bad("%s: qemu.ram_path: %w", where, err)
+				}
+			}
+		case "xen":
+			if g.Xen.Domain == "" {
+				bad("%s: xen.domain is required", where)
+			}
+		default:
+			bad("%s: driver %q is neither qemu nor xen", where, g.Driver)
+		}
+		switch g.OS {
+		case "linux", "windows", "auto":
+		default:
+			bad("%s: os %q is not linux, windows or auto", where, g.OS)
+		}
+		for key, p := range map[string]string{"profile.system_map": g.Profile.SystemMap, "profile.isf": g.Profile.ISF} {
+			if p == "" {
+				continue
+			}
+			if _, err := os.Stat(p); err != nil {
+				bad("%s: %s: %w", where, key, err)
+			}
+		}
+	}
+	return errs
+}
+
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkListen(a string) error {
+	if a == "" {
+		return errors.New("empty")
+	}
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	return checkPort(port)
+}
+
+func checkHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", a)
+	}
+	return checkPort(port)
+}
+
+func checkPort(p string) error {
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("bad port %q", p)
+	}
+	return nil
+}

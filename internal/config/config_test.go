@@ -1,0 +1,183 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/internal/config"
+)
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vmi-exporter.yml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func load(t *testing.T, args []string, environ []string) (*config.Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	config.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if environ == nil {
+		environ = []string{}
+	}
+	return config.Load(fs, environ)
+}
+
+const guests = `
+guests:
+  - name: vm1
+    qemu:
+      gdb_socket: /run/vm1.gdb
+      qmp_socket: /run/vm1.qmp
+`
+
+func TestDefaults(t *testing.T) {
+	c, err := load(t, []string{"--config", writeFile(t, guests)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Web.ListenAddress != ":9860" || c.Queues.Size != collector.DefaultQueueSize || c.OTLP.Protocol != "grpc" ||
+		c.Backoff.Initial != time.Second || c.Backoff.Max != time.Minute || c.Metrics.ProcessLabelCap != 0 {
+		t.Errorf("defaults %+v", c)
+	}
+	g := c.Guests[0]
+	if g.Driver != "qemu" || g.OS != "auto" || g.QEMU.QMPSocket != "/run/vm1.qmp" {
+		t.Errorf("guest %+v", g)
+	}
+	if len(c.Kinds()) != 4 {
+		t.Errorf("kinds %v", c.Kinds())
+	}
+}
+
+// Each source overrides the one before: defaults < file < environment < flags.
+func TestPrecedence(t *testing.T) {
+	file := writeFile(t, guests+`
+web:
+  listen_address: "127.0.0.1:1111"
+queues:
+  size: 10
+otlp:
+  endpoint: file-host:4317
+  headers:
+    x-tenant: a
+backoff:
+  initial: 2s
+  max: 30s
+probes: [file.write]
+rules:
+  - name: tmp-writes
+    kind: file.write
+    path: /tmp/*
+`)
+	env := []string{
+		"VMI_EXPORTER_WEB__LISTEN_ADDRESS=127.0.0.1:2222",
+		"VMI_EXPORTER_QUEUES__SIZE=20",
+		"VMI_EXPORTER_BACKOFF__MAX=45s",
+		"VMI_EXPORTER_PROBES=process.start,process.exit",
+		"OTHER_WEB__LISTEN_ADDRESS=ignored:1",
+	}
+	c, err := load(t, []string{"--config", file, "--web.listen-address", "127.0.0.1:3333"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Web.ListenAddress != "127.0.0.1:3333" {
+		t.Errorf("flag lost: %s", c.Web.ListenAddress)
+	}
+	if c.Queues.Size != 20 || c.Backoff.Max != 45*time.Second {
+		t.Errorf("environment lost: %d %s", c.Queues.Size, c.Backoff.Max)
+	}
+	if c.OTLP.Endpoint != "file-host:4317" || c.OTLP.Headers["x-tenant"] != "a" || c.Backoff.Initial != 2*time.Second {
+		t.Errorf("file lost: %+v %+v", c.OTLP, c.Backoff)
+	}
+	if strings.Join(c.Probes, ",") != "process.start,process.exit" {
+		t.Errorf("probes %v", c.Probes)
+	}
+	if len(c.Rules) != 1 || c.Rules[0]["path"] != "/tmp/*" {
+		t.Errorf("rules %v", c.Rules)
+	}
+
+	// A flag left at its default does not override the file.
+	c, err = load(t, []string{"--config", file}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Web.ListenAddress != "127.0.0.1:1111" || c.Queues.Size != 10 {
+		t.Errorf("file values overridden by flag defaults: %+v", c)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		args       []string
+		want       []string
+	}{
+		{"no guests", "web: {listen_address: ':9860'}", nil, []string{"guests: none configured"}},
+		{"unknown probe", guests, []string{"--probes", "file.create,file.delete"}, []string{`unknown probe kind "file.delete"`, "known: file.create"}},
+		{"bad listen", guests, []string{"--web.listen-address", "localhost"}, []string{"web.listen_address: address localhost: missing port"}},
+		{"bad port", guests, []string{"--web.listen-address", ":99999"}, []string{`web.listen_address: bad port "99999"`}},
+		{"bad otlp", guests, []string{"--otlp.endpoint", "collector", "--otlp.protocol", "udp"}, []string{"otlp.endpoint:", `otlp.protocol: "udp"`}},
+		{"bad guests", `
+guests:
+  - name: vm1
+    driver: vbox
+  - name: vm1
+    qemu: {gdb_socket: /x}
+    os: plan9
+  - name: "bad name"
+    driver: xen
+  - qemu: {gdb_socket: /y, ram_path: /nonexistent/ram}
+`, nil, []string{
+			`guests[0] (vm1): driver "vbox" is neither qemu nor xen`,
+			"guests[1] (vm1): name used twice",
+			`guests[1] (vm1): os "plan9"`,
+			"guests[2] (bad name): name must be",
+			"guests[2] (bad name): xen.domain is required",
+			"guests[3]: no name",
+			"guests[3]: qemu.ram_path: stat /nonexistent/ram",
+		}},
+		{"qemu without gdb", "guests: [{name: a}]", nil, []string{"guests[0] (a): qemu.gdb_socket is required"}},
+		{"bad numbers", guests, []string{"--queues.size", "0", "--backoff.initial", "5s", "--backoff.max", "1s", "--metrics.process-label-cap", "-1"},
+			[]string{"queues.size: 0", "backoff.max: 1s is shorter", "metrics.process_label_cap: -1"}},
+		{"unnamed rule", guests + "rules: [{path: /tmp}]", nil, []string{"rules[0]: no name"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, append([]string{"--config", writeFile(t, tc.file)}, tc.args...), nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := load(t, []string{"--config", "/nonexistent.yml"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "config file /nonexistent.yml") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestWebConfigFileValidated(t *testing.T) {
+	web := writeFile(t, "basic_auth_users:\n  prom: not-a-bcrypt-hash\n")
+	_, err := load(t, []string{"--config", writeFile(t, guests), "--web.config-file", web}, nil)
+	if err == nil || !strings.Contains(err.Error(), "web.config_file") {
+		t.Fatalf("err %v", err)
+	}
+}
