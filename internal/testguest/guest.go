@@ -87,9 +87,16 @@ type Guest struct {
 	writeMu sync.Mutex // serialises commands
 	mu      sync.Mutex
 	subs    map[*subscription]struct{}
-	stderr  tailBuffer
-	badLine int
-	closed  bool
+	// pending counts "VMI idle" lines owed for commands sent (each command
+	// but poweroff ends with one; a loop's comes after it stops). The guest
+	// is idle when it is 0; idleChanged is closed and replaced whenever it
+	// drops.
+	pending     int
+	looping     bool
+	idleChanged chan struct{}
+	stderr      tailBuffer
+	badLine     int
+	closed      bool
 }
 
 type subscription struct {
@@ -141,17 +148,22 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 		return nil, fmt.Errorf("testguest: %w", err)
 	}
 	g := &Guest{
-		Dir:       dir,
-		QMPSocket: filepath.Join(dir, "qmp.sock"),
-		GDBSocket: filepath.Join(dir, "gdb.sock"),
-		RAMPath:   filepath.Join(dir, "ram"),
-		RAMSize:   int64(mem) << 20,
-		log:       log,
-		ownDir:    own,
-		console:   o.Console,
-		exited:    make(chan struct{}),
-		ready:     make(chan struct{}),
-		subs:      map[*subscription]struct{}{},
+		Dir:         dir,
+		QMPSocket:   filepath.Join(dir, "qmp.sock"),
+		GDBSocket:   filepath.Join(dir, "gdb.sock"),
+		RAMPath:     filepath.Join(dir, "ram"),
+		RAMSize:     int64(mem) << 20,
+		log:         log,
+		ownDir:      own,
+		console:     o.Console,
+		exited:      make(chan struct{}),
+		ready:       make(chan struct{}),
+		subs:        map[*subscription]struct{}{},
+		idleChanged: make(chan struct{}),
+	}
+	if o.LoopIntervalMS > 0 {
+		// The loop starts after the boot's "VMI idle"; it owes one more.
+		g.pending, g.looping = 1, true
 	}
 	if len(g.QMPSocket) > 107 {
 		g.cleanup()
@@ -304,15 +316,23 @@ func (g *Guest) handleLine(line string) {
 		g.log.Warn("bad manifest line", "line", line, "err", err)
 		return
 	}
+	first := false
 	if rec.Kind == KindIdle {
 		select {
 		case <-g.ready:
 		default:
+			// The boot's "VMI idle" answers no command.
+			first = true
 			g.readyAt = time.Now()
 			close(g.ready)
 		}
 	}
 	g.mu.Lock()
+	if rec.Kind == KindIdle && !first && g.pending > 0 {
+		g.pending--
+		close(g.idleChanged)
+		g.idleChanged = make(chan struct{})
+	}
 	for s := range g.subs {
 		select {
 		case s.ch <- rec:
@@ -418,9 +438,16 @@ func (g *Guest) Run(ctx context.Context, rounds int) (*Manifest, error) {
 	}
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
+	if g.isLooping() {
+		return nil, errors.New("testguest: run: guest is looping; StopLoop first")
+	}
+	// An earlier Run whose context ended may still be running rounds.
+	if err := g.waitIdle(ctx); err != nil {
+		return nil, err
+	}
 	s := g.subscribe()
 	defer g.unsubscribe(s)
-	if err := g.send(fmt.Sprintf("run %d", rounds)); err != nil {
+	if err := g.command(fmt.Sprintf("run %d", rounds), false); err != nil {
 		return nil, err
 	}
 	m := &Manifest{}
@@ -435,10 +462,9 @@ func (g *Guest) Run(ctx context.Context, rounds int) (*Manifest, error) {
 			case KindError:
 				return m, fmt.Errorf("testguest: run %d: guest error %s", rounds, r.Msg)
 			case KindIdle:
-				// Idle lines before our rounds finished answer earlier
-				// commands; the one after the last round ends the run.
-				if len(m.Rounds) < rounds {
-					continue
+				// The guest was idle when we sent, so this idle is ours.
+				if len(m.Rounds) != rounds {
+					return m, fmt.Errorf("testguest: run %d: guest idle after %d rounds", rounds, len(m.Rounds))
 				}
 				if g.overflowed(s) {
 					return m, errors.New("testguest: manifest records dropped (reader too slow)")
@@ -468,7 +494,13 @@ func (g *Guest) StartLoop(ctx context.Context, intervalMS int) error {
 	}
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
-	return g.send(fmt.Sprintf("loop %d", intervalMS))
+	if g.isLooping() {
+		return errors.New("testguest: loop: guest is already looping")
+	}
+	if err := g.waitIdle(ctx); err != nil {
+		return err
+	}
+	return g.command(fmt.Sprintf("loop %d", intervalMS), true)
 }
 
 // StopLoop ends a loop started by StartLoop (or by Options.LoopIntervalMS)
@@ -476,21 +508,58 @@ func (g *Guest) StartLoop(ctx context.Context, intervalMS int) error {
 func (g *Guest) StopLoop(ctx context.Context) error {
 	g.writeMu.Lock()
 	defer g.writeMu.Unlock()
-	s := g.subscribe()
-	defer g.unsubscribe(s)
-	if err := g.send("stop"); err != nil {
+	if g.isLooping() {
+		// "stop" is read by the loop; the loop's own idle follows.
+		if err := g.send("stop"); err != nil {
+			return err
+		}
+		g.mu.Lock()
+		g.looping = false
+		g.mu.Unlock()
+	}
+	return g.waitIdle(ctx)
+}
+
+func (g *Guest) isLooping() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.looping
+}
+
+// command sends a command that the guest answers with "VMI idle".
+func (g *Guest) command(cmd string, loop bool) error {
+	g.mu.Lock()
+	g.pending++
+	g.looping = loop
+	g.mu.Unlock()
+	if err := g.send(cmd); err != nil {
+		g.mu.Lock()
+		g.pending--
+		g.looping = false
+		g.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// waitIdle waits until every command sent has been answered.
+func (g *Guest) waitIdle(ctx context.Context) error {
+	if err := g.WaitReady(ctx); err != nil {
 		return err
 	}
 	for {
+		g.mu.Lock()
+		n, ch := g.pending, g.idleChanged
+		g.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
 		select {
+		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("testguest: stop loop: %w", ctx.Err())
+			return fmt.Errorf("testguest: waiting for the guest to be idle: %w", ctx.Err())
 		case <-g.exited:
 			return g.exitError()
-		case r := <-s.ch:
-			if r.Kind == KindIdle {
-				return nil
-			}
 		}
 	}
 }
