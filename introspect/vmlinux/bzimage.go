@@ -214,14 +214,24 @@ func Decompress(p []byte) ([]byte, Compression, error) {
 		}
 		r = z
 	case CompressionLZ4:
-		// pierrec/lz4 reads the legacy frame, including the kernel's
-		// variant that ends with the appended size instead of an end mark.
-		r = lz4.NewReader(bytes.NewReader(p))
+		if binary.LittleEndian.Uint32(p) == lz4LegacyMagic {
+			out, err := unlz4Legacy(p)
+			if err != nil {
+				return nil, c, err
+			}
+			if !bytes.HasPrefix(out, []byte("\x7fELF")) {
+				return nil, c, fmt.Errorf("lz4 payload does not decompress to an ELF: %w", ErrFormat)
+			}
+			return out, c, nil
+		}
+		r = lz4.NewReader(bytes.NewReader(p)) // the modern frame format
 	default:
 		return nil, c, fmt.Errorf("payload compression %v (magic % x) is not supported: %w", c, p[:min(len(p), 6)], ErrFormat)
 	}
 	var buf bytes.Buffer
-	if want > 0 && want <= MaxVmlinuxSize {
+	// Preallocate what the trailer promises, but not more than a
+	// plausible ratio of the input: the trailer is unchecked input.
+	if want > 0 && want <= MaxVmlinuxSize && want <= 16*uint64(len(p)) {
 		buf.Grow(int(want))
 	}
 	n, err := io.Copy(&buf, io.LimitReader(r, MaxVmlinuxSize+1))

@@ -293,16 +293,14 @@ func parseAround(r region, t tokens) (*Kallsyms, error) {
 			if (r.base+uint64(p))%uint64(width) != 0 {
 				continue
 			}
-			markers, ok := readMarkers(r, p, width)
-			if !ok {
-				continue
-			}
-			m := len(markers)
-			if m < (nmin+255)/256 || m > (nmax+255)/256 {
-				continue
-			}
-			if k := try(p, width, markers); k != nil {
-				return k, nil
+			for m := (nmin + 255) / 256; m <= (nmax+255)/256; m++ {
+				markers, ok := readMarkersN(r, p, width, m)
+				if !ok {
+					continue
+				}
+				if k := try(p, width, markers); k != nil {
+					return k, nil
+				}
 			}
 		}
 		if len(errs) > 16 {
@@ -349,6 +347,31 @@ func readMarkers(r region, end, width int) ([]uint64, bool) {
 		}
 	}
 	return nil, false
+}
+
+// readMarkersN reads exactly m markers ending at end: 0 first, then
+// strictly increasing. It checks the first and last before the rest, which
+// rejects most positions at once.
+func readMarkersN(r region, end, width, m int) ([]uint64, bool) {
+	start := end - width*m
+	if m <= 0 || start < 0 || m > MaxKallsyms/256+1 {
+		return nil, false
+	}
+	if first, ok := r.word(start, width); !ok || first != 0 {
+		return nil, false
+	}
+	if last, ok := r.word(end-width, width); !ok || (m > 1 && last == 0) {
+		return nil, false
+	}
+	markers := make([]uint64, m)
+	for i := 1; i < m; i++ {
+		v, _ := r.word(start+width*i, width)
+		if v <= markers[i-1] {
+			return nil, false
+		}
+		markers[i] = v
+	}
+	return markers, true
 }
 
 // parseNames finds kallsyms_num_syms before the names that end at
