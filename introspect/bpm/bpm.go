@@ -244,6 +244,9 @@ func (m *Manager) Shadow(view introspect.View, gfn introspect.Gfn) (introspect.G
 	return 0, false
 }
 
+// Shadows returns the number of shadowed frames.
+func (m *Manager) Shadows() int { return len(m.pages) }
+
 // PageIn arms the pending breakpoints of the page at va (a page base) under
 // root in view, now backed by gfn. It arms as many as it can and returns the
 // errors of the others, which stay pending.

@@ -68,7 +68,15 @@
 // vCPU waits for Respond. An event is normally delivered as soon as it is
 // raised; with Config.Latency > 0 other vCPUs may keep running while it waits
 // in the ring, which models the real race between a vCPU's event and what
-// other vCPUs do before the introspector handles it. WaitEvent returns
+// other vCPUs do before the introspector handles it.
+//
+// Prompt stepping: with Latency 0, a vCPU resumed with a single-step or fast
+// single-step executes that step before any other vCPU is scheduled. On
+// hardware the step takes microseconds, while another vCPU's conflicting
+// page-table store needs a full event round-trip through the introspector
+// first. With Latency > 0 this priority is off, which exposes the
+// (hardware-real, rare) race where a step faults because another vCPU paged
+// its page out in between. WaitEvent returns
 // ErrIdle (instead of blocking forever) when no vCPU can run: every script
 // finished, or the guest is paused.
 //
@@ -83,7 +91,8 @@
 // it is not present) before retrying its op.
 //
 // Disabling a monitor drops queued events of that kind (their vCPUs retry)
-// and, for single-step, clears every vCPU's single-step flag. A violation
+// and, for single-step, clears every vCPU's single-step flag and abandons
+// pending fast single-steps (the vCPU returns to their return view). A violation
 // with the memory-access monitor off, or a single-step with its monitor off,
 // lets the access proceed and is recorded as ObsUnmonitored, since a real
 // hypervisor would crash the domain or lose the event.

@@ -56,7 +56,8 @@ func (m *Machine) DisableMonitor(mon driver.Monitor) error {
 	m.queue = q
 	if mon == driver.MonitorSingleStep {
 		for _, c := range m.vcpus {
-			c.singleStep = false
+			c.singleStep, c.trap = false, false
+			m.completed(c) // a pending fast single-step is abandoned
 		}
 	}
 	return nil
@@ -82,7 +83,7 @@ func (m *Machine) WaitEvent(ctx context.Context) (*driver.Event, error) {
 			}
 		}
 		n := 0
-		var pick *vcpu
+		var pick, stepping *vcpu
 		if m.paused == 0 {
 			// Reservoir-pick a runnable vCPU without allocating.
 			for _, c := range m.vcpus {
@@ -91,8 +92,14 @@ func (m *Machine) WaitEvent(ctx context.Context) (*driver.Event, error) {
 					if n == 1 || m.rng.IntN(n) == 0 {
 						pick = c
 					}
+					if stepping == nil && (c.singleStep || c.fast) {
+						stepping = c
+					}
 				}
 			}
+		}
+		if stepping != nil && m.cfg.Latency <= 0 {
+			pick = stepping // prompt stepping, see the package documentation
 		}
 		if len(m.queue) > 0 && (n == 0 || m.cfg.Latency <= 0 || m.rng.Float64() >= m.cfg.Latency) {
 			c := m.queue[0]
@@ -120,10 +127,14 @@ func (m *Machine) WaitEvent(ctx context.Context) (*driver.Event, error) {
 // step executes one step of c and reports whether it raised an event.
 func (m *Machine) step(c *vcpu) bool {
 	m.steps++
-	if m.exec(c) {
-		return true
+	if c.trap {
+		c.trap = false
+	} else {
+		if m.exec(c) {
+			return true
+		}
+		m.completed(c)
 	}
-	m.completed(c)
 	if c.singleStep {
 		if m.monitors[driver.MonitorSingleStep] {
 			c.ev = driver.Event{VCPU: c.id, View: c.view, Reason: driver.ReasonSingleStep, Regs: c.regs}
@@ -177,13 +188,14 @@ func (m *Machine) Respond(ev *driver.Event, r driver.Response) error {
 		c.singleStep = !c.singleStep
 	}
 	if r.ReinjectInterrupt && ev.Reason == driver.ReasonInterrupt && c.pc < len(c.script) {
-		// Delivering the #BP completes the INT3 instruction. A pending
-		// single-step trap is taken after the guest's next step (a
-		// simplification: hardware traps right after the delivery).
+		// Delivering the #BP completes the INT3 instruction; a pending
+		// single-step traps right after the delivery, before the guest's
+		// next op.
 		m.deliverBP(c, introspect.Va(c.regs.RIP))
 		c.regs.RIP++
 		c.pc++
 		m.completed(c)
+		c.trap = c.singleStep
 	}
 	return nil
 }

@@ -135,6 +135,7 @@ type vcpu struct {
 	pc     int
 
 	singleStep bool
+	trap       bool // a single-step trap is due before the next op
 	fast       bool
 	fastRet    introspect.View
 	stopped    bool // raised an event not yet answered
@@ -274,27 +275,27 @@ func (m *Machine) translate(c *vcpu, va introspect.Va, acc introspect.Access) (i
 	return g, stOK
 }
 
-// ownWalk walks va in the guest's own memory (no view, no A/D updates) and
-// returns the leaf frame, or the level and address of the first entry that
-// is not present.
-func (m *Machine) ownWalk(root introspect.Pa, mode paging.Mode, va introspect.Va, stop paging.Level) (epa introspect.Pa, e uint64, ok bool) {
+// ownWalk walks va in the guest's own memory (no view, no A/D updates)
+// down to the entry at level stop. When it cannot get there it returns the
+// entry where it stopped (not present, or a large page) and ok false.
+func (m *Machine) ownWalk(root introspect.Pa, mode paging.Mode, va introspect.Va, stop paging.Level) (epa introspect.Pa, e uint64, at paging.Level, ok bool) {
 	table := introspect.Pa(uint64(root) & paging.AddrMask)
 	for level := paging.Level(mode); level >= 1; level-- {
 		epa = table + introspect.Pa(((uint64(va)>>(12+9*uint(level-1)))&0x1ff)*8)
 		fr := m.frame(epa.Gfn())
 		if fr == nil {
-			return epa, 0, false
+			return epa, 0, level, false
 		}
 		e = binary.LittleEndian.Uint64(fr[epa.Offset():])
 		if level == stop {
-			return epa, e, true
+			return epa, e, level, true
 		}
 		if e&paging.PTEPresent == 0 || (level <= 3 && e&paging.PTELarge != 0) {
-			return epa, e, false
+			return epa, e, level, false
 		}
 		table = introspect.Pa(e & paging.AddrMask)
 	}
-	return epa, e, false
+	return epa, e, 0, false
 }
 
 // ownByte returns the byte at va in the guest's own memory.
@@ -463,9 +464,17 @@ func (m *Machine) execPaging(c *vcpu, op *Op) bool {
 		m.scriptError(c, op, "no such level")
 		return false
 	}
-	epa, e, ok := m.ownWalk(introspect.Pa(amd64.CR3Root(c.regs.CR3)), c.mode(), op.VA, level)
+	epa, e, at, ok := m.ownWalk(introspect.Pa(amd64.CR3Root(c.regs.CR3)), c.mode(), op.VA, level)
 	if !ok {
-		m.scriptError(c, op, "entry not reachable")
+		switch {
+		case e&paging.PTEPresent != 0 || e&paging.AddrMask == 0:
+			m.scriptError(c, op, "entry not reachable")
+		case op.Kind == OpPageOut:
+			c.pc++ // an upper level is out already
+		default:
+			// Bring the upper level in first.
+			c.script = slices.Insert(c.script, c.pc, PageIn(op.VA, at, false))
+		}
 		return false
 	}
 	var val uint64

@@ -1,0 +1,574 @@
+package hook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
+	"github.com/vmi-exporter/vmi-exporter/introspect/bpm"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
+	"github.com/vmi-exporter/vmi-exporter/introspect/ptm"
+)
+
+// ViewsDriver is what the Views engine needs from a driver: alternate
+// views, frames for shadows, physical writes into them, and events.
+// driver.Injector is used when the driver has it; driver.Pauser too.
+type ViewsDriver interface {
+	driver.Driver
+	driver.PhysWriter
+	driver.Views
+	driver.FrameAllocator
+	driver.EventSource
+}
+
+// ViewsOptions configures a Views engine. The zero value is usable.
+type ViewsOptions struct {
+	// Mode is the guest's paging mode (default 4-level).
+	Mode paging.Mode
+	// Cache, when set, is flushed at every event: the guest may have
+	// changed its page tables while it ran.
+	Cache *paging.Cache
+	// OnEvent, when set, is called at every event before it is handled
+	// (to flush other caches the handler keeps).
+	OnEvent func()
+	// Logger receives debug and warning logs (default: slog.Default()).
+	Logger *slog.Logger
+}
+
+// ViewsStats counts what the Views engine did, by case.
+type ViewsStats struct {
+	Events uint64 // every event handled
+	// Hits delivered to the handler (one per hook): at the INT3, or at the
+	// page-table write trap the CPU raises just before fetching a hooked
+	// instruction (HitsAtWrite, a subset).
+	Hits        uint64
+	HitsAtWrite uint64
+	// ReadsHidden: reads of a hooked page, run in the default view.
+	ReadsHidden uint64
+	// PTEWrites: writes to a watched page-table entry; OtherWrites: other
+	// writes to protected frames (A/D-only updates of tables not watched
+	// entries, writes to hooked pages, which resync the shadow).
+	PTEWrites   uint64
+	OtherWrites uint64
+	Resyncs     uint64
+	SingleSteps uint64
+	PageIns     uint64
+	PageOuts    uint64
+	// Reinjected: guest INT3s of its own, delivered to it.
+	Reinjected uint64
+	// Stale: INT3 events for no current breakpoint; the vCPU resumed.
+	Stale uint64
+	// PageFaultsInjected: a handler needed a page the guest had paged out.
+	PageFaultsInjected uint64
+	HandlerErrors      uint64
+	Unreadable         uint64
+	// Unexpected: events the engine did not cause (answered harmlessly).
+	Unexpected uint64
+	// Errors: failures of the engine's own bookkeeping (arming a page-in,
+	// reading an entry); the guest stays safe, a hook may miss hits.
+	Errors uint64
+}
+
+type viewsCounters struct {
+	events, hits, hitsAtWrite, readsHidden, pteWrites, otherWrites, resyncs, singleSteps,
+	pageIns, pageOuts, reinjected, stale, pfInjected, handlerErrors, unreadable, unexpected, errors atomic.Uint64
+}
+
+type vcpuState struct {
+	stepping bool           // we toggled single-step on
+	written  introspect.Gfn // a shadowed frame it wrote, to resync
+	wrote    bool
+}
+
+// Views is the Engine for hypervisors with alternate views (Xen altp2m,
+// the sim model). It answers events as the seed's monitor does:
+//
+//   - read of a hooked page: fast single-step in the default view, so the
+//     guest reads the original bytes;
+//   - write to a protected frame: mark the entry dirty in the page-table
+//     monitor, single-step in the default view, then on the single-step
+//     process dirty entries (page-in arms, page-out disarms), resync a
+//     written shadow, and return to the monitor view;
+//   - INT3 of a hook: the handler runs, then a fast single-step over it in
+//     the default view;
+//   - INT3 the guest placed itself: reinjected;
+//   - INT3 with no breakpoint behind it any more: resumed (stale);
+//   - a handler error that is a missing guest page: #PF injected for that
+//     address and the vCPU resumed without stepping, so it re-executes the
+//     INT3 once the guest has paged the memory in.
+type Views struct {
+	drv  ViewsDriver
+	inj  driver.Injector
+	opts ViewsOptions
+	log  *slog.Logger
+
+	mu    sync.Mutex // serialises Add, Run's handling and Close
+	view  introspect.View
+	bpm   *bpm.Manager
+	ptm   *ptm.Monitor
+	hooks map[bpm.Key][]*Hook
+	vcpus []vcpuState
+
+	// teardown state
+	viewAlive  bool
+	inView     bool
+	monitors   [3]bool
+	unanswered *driver.Event
+	closed     bool
+
+	hit Hit // reused for every HandleHit call
+	c   viewsCounters
+}
+
+var _ Engine = (*Views)(nil)
+
+var viewsMonitors = [...]driver.Monitor{driver.MonitorBreakpoint, driver.MonitorSingleStep, driver.MonitorMemoryAccess}
+
+// NewViews creates the monitor view on drv, enables the breakpoint,
+// single-step and memory-access monitors and moves every vCPU into the
+// view. drv must implement ViewsDriver. On error, what was set up is undone.
+func NewViews(drv driver.Driver, opts ViewsOptions) (*Views, error) {
+	vd, ok := drv.(ViewsDriver)
+	if !ok {
+		return nil, fmt.Errorf("hook: views engine needs views, frame allocation, physical writes and events: %w", driver.ErrUnsupported)
+	}
+	if opts.Mode == 0 {
+		opts.Mode = paging.Level4
+	}
+	v := &Views{drv: vd, opts: opts, log: opts.Logger, hooks: make(map[bpm.Key][]*Hook)}
+	if v.log == nil {
+		v.log = slog.Default()
+	}
+	v.inj, _ = drv.(driver.Injector)
+	v.vcpus = make([]vcpuState, vd.VCPUs())
+	v.bpm = bpm.New(vd, opts.Mode)
+	v.ptm = ptm.New(vd, opts.Mode)
+
+	view, err := vd.CreateView(introspect.AccessRWX)
+	if err != nil {
+		return nil, fmt.Errorf("hook: create view: %w", err)
+	}
+	v.view, v.viewAlive = view, true
+	for i, m := range viewsMonitors {
+		if err = vd.EnableMonitor(m); err != nil {
+			err = fmt.Errorf("hook: enable monitor %d: %w", m, err)
+			break
+		}
+		v.monitors[i] = true
+	}
+	if err == nil {
+		v.inView = true // a failed switch may have moved some vCPUs
+		if err = vd.SwitchView(view); err != nil {
+			err = fmt.Errorf("hook: switch to view %d: %w", view, err)
+		}
+	}
+	if err != nil {
+		return nil, errors.Join(err, v.Close())
+	}
+	return v, nil
+}
+
+// View returns the monitor view.
+func (v *Views) View() introspect.View { return v.view }
+
+// Add installs a hook: a hidden breakpoint at h.Addr under h.Root (armed
+// now if the page is present, else when the guest pages it in) and a watch
+// on the page tables that map it. Pause the guest around Adds.
+func (v *Views) Add(h Hook) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return errors.New("hook: add to a closed engine")
+	}
+	root := introspect.Pa(amd64.CR3Root(uint64(h.Root)))
+	k := bpm.Key{VA: h.Addr, Root: root, View: v.view}
+	if _, err := v.bpm.Insert(k, h.Global, h.Tag); err != nil {
+		return fmt.Errorf("hook %s: %w", h.Tag, err)
+	}
+	if err := v.ptm.Monitor(h.Addr, root, v.view, h.Tag); err != nil {
+		return errors.Join(fmt.Errorf("hook %s: %w", h.Tag, err), v.bpm.Remove(k, h.Tag))
+	}
+	hc := h
+	hc.Root = root
+	v.hooks[k] = append(v.hooks[k], &hc)
+	return nil
+}
+
+// Remove uninstalls a hook added with Add.
+func (v *Views) Remove(h Hook) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	root := introspect.Pa(amd64.CR3Root(uint64(h.Root)))
+	k := bpm.Key{VA: h.Addr, Root: root, View: v.view}
+	hs := v.hooks[k]
+	i := -1
+	for j, x := range hs {
+		if x.Tag == h.Tag {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return fmt.Errorf("hook %s at %v: not installed", h.Tag, h.Addr)
+	}
+	v.hooks[k] = append(hs[:i:i], hs[i+1:]...)
+	if len(v.hooks[k]) == 0 {
+		delete(v.hooks, k)
+	}
+	return errors.Join(v.bpm.Remove(k, h.Tag), v.ptm.Unmonitor(h.Addr, root, v.view, h.Tag))
+}
+
+// Stats returns the engine's counters. It is safe to call at any time.
+func (v *Views) Stats() ViewsStats {
+	c := &v.c
+	return ViewsStats{
+		Events: c.events.Load(), Hits: c.hits.Load(), HitsAtWrite: c.hitsAtWrite.Load(),
+		ReadsHidden: c.readsHidden.Load(), PTEWrites: c.pteWrites.Load(), OtherWrites: c.otherWrites.Load(),
+		Resyncs: c.resyncs.Load(), SingleSteps: c.singleSteps.Load(), PageIns: c.pageIns.Load(),
+		PageOuts: c.pageOuts.Load(), Reinjected: c.reinjected.Load(), Stale: c.stale.Load(),
+		PageFaultsInjected: c.pfInjected.Load(), HandlerErrors: c.handlerErrors.Load(),
+		Unreadable: c.unreadable.Load(), Unexpected: c.unexpected.Load(), Errors: c.errors.Load(),
+	}
+}
+
+// Run handles events until ctx ends (it then returns nil) or the driver
+// fails.
+func (v *Views) Run(ctx context.Context, h Handler) error {
+	for {
+		ev, err := v.drv.WaitEvent(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("hook: wait for event: %w", err)
+		}
+		v.mu.Lock()
+		r := v.handle(ev, h)
+		err = v.drv.Respond(ev, r)
+		if err != nil {
+			v.unanswered = ev
+		}
+		v.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("hook: respond to vCPU %d: %w", ev.VCPU, err)
+		}
+	}
+}
+
+// stepDefault runs the next instruction in the default view and comes back.
+var stepDefault = driver.Response{FastSingleStep: true, SetView: true, View: introspect.DefaultView}
+
+func (v *Views) handle(ev *driver.Event, h Handler) driver.Response {
+	v.c.events.Add(1)
+	if v.opts.Cache != nil {
+		v.opts.Cache.Flush()
+	}
+	if v.opts.OnEvent != nil {
+		v.opts.OnEvent()
+	}
+	switch ev.Reason {
+	case driver.ReasonMemoryAccess:
+		return v.memoryAccess(ev, h)
+	case driver.ReasonInterrupt:
+		return v.interrupt(ev, h)
+	case driver.ReasonSingleStep:
+		return v.singleStep(ev, h)
+	}
+	v.c.unexpected.Add(1)
+	return driver.Response{}
+}
+
+func (v *Views) state(c introspect.VCPU) *vcpuState {
+	for int(c) >= len(v.vcpus) {
+		v.vcpus = append(v.vcpus, vcpuState{})
+	}
+	return &v.vcpus[c]
+}
+
+func (v *Views) memoryAccess(ev *driver.Event, h Handler) driver.Response {
+	switch {
+	case ev.Access.Has(introspect.AccessW):
+		// A write trap with RIP at an armed hook is the CPU setting the
+		// Accessed bit of the hooked page's walk before it fetches the
+		// INT3. The instruction runs in the default view next, where no
+		// INT3 is, so the hit is delivered now.
+		if ev.View == v.view {
+			if b, gfn, ok := v.lookup(ev); ok && b.Armed && gfn == b.Gfn {
+				v.c.hitsAtWrite.Add(1)
+				if !v.deliver(ev, b, h) {
+					return driver.Response{} // #PF injected: the vCPU retries
+				}
+			}
+		}
+		st := v.state(ev.VCPU)
+		if v.ptm.MarkDirty(ev.GPA, ev.View, ev.VCPU) {
+			v.c.pteWrites.Add(1)
+			// A trap on a table entry may be the CPU setting Dirty for a
+			// store to GVA; the store runs unseen in the default view, so
+			// a shadow of GVA's frame must be refreshed after it.
+			if ev.GVA != 0 && v.bpm.Shadows() > 0 {
+				if pa, err := paging.Translate(v.drv, introspect.Pa(ev.Regs.TranslationRoot()), ev.GVA, v.mode(ev)); err == nil {
+					if _, ok := v.bpm.Shadow(ev.View, pa.Gfn()); ok {
+						st.written, st.wrote = pa.Gfn(), true
+					}
+				}
+			}
+		} else {
+			v.c.otherWrites.Add(1)
+			if _, ok := v.bpm.Shadow(ev.View, ev.GPA.Gfn()); ok {
+				st.written, st.wrote = ev.GPA.Gfn(), true
+			}
+		}
+		st.stepping = true
+		return driver.Response{ToggleSingleStep: true, SetView: true, View: introspect.DefaultView}
+	case ev.Access.Has(introspect.AccessR):
+		v.c.readsHidden.Add(1)
+		h.Notice(Notice{Kind: NoticeReadHidden, VCPU: ev.VCPU, Addr: ev.GVA})
+		return stepDefault
+	}
+	// Execute violations: nothing of ours forbids execution.
+	v.c.unexpected.Add(1)
+	return stepDefault
+}
+
+// lookup finds the breakpoint for a vCPU at RIP and the frame RIP
+// translates to now.
+func (v *Views) lookup(ev *driver.Event) (*bpm.Breakpoint, introspect.Gfn, bool) {
+	va := introspect.Va(ev.Regs.RIP)
+	root := introspect.Pa(ev.Regs.TranslationRoot())
+	b := v.bpm.Lookup(va, root, ev.View)
+	if b == nil {
+		return nil, 0, false
+	}
+	pa, err := paging.Translate(v.drv, root, va, v.mode(ev))
+	if err != nil {
+		return b, 0, false
+	}
+	return b, pa.Gfn(), true
+}
+
+func (v *Views) mode(ev *driver.Event) paging.Mode {
+	if ev.Regs.FiveLevel() {
+		return paging.Level5
+	}
+	return v.opts.Mode
+}
+
+func (v *Views) interrupt(ev *driver.Event, h Handler) driver.Response {
+	va := introspect.Va(ev.Regs.RIP)
+	if ev.Vector != 3 {
+		v.c.unexpected.Add(1)
+		return driver.Response{ReinjectInterrupt: true}
+	}
+	root := introspect.Pa(ev.Regs.TranslationRoot())
+	b := v.bpm.Lookup(va, root, ev.View)
+	pa, err := paging.Translate(v.drv, root, va, v.mode(ev))
+	if err != nil {
+		// The page went away since the INT3 (another vCPU paged it out).
+		// Re-executing faults in the guest, which pages it back in.
+		v.c.stale.Add(1)
+		if _, pf := paging.PageFault(err); !pf {
+			v.c.errors.Add(1)
+			v.log.Warn("translate breakpoint address", "vcpu", ev.VCPU, "rip", va, "err", err)
+		}
+		h.Notice(Notice{Kind: NoticeStaleBreakpoint, VCPU: ev.VCPU, Addr: va})
+		return driver.Response{}
+	}
+	// The guest's own INT3 is in its own frame; ours only in shadows.
+	var own [1]byte
+	if err := v.drv.ReadPhysical(pa, own[:]); err != nil {
+		v.c.errors.Add(1)
+		v.log.Warn("read breakpoint byte", "vcpu", ev.VCPU, "rip", va, "err", err)
+		return driver.Response{} // retry
+	}
+	guests := own[0] == bpm.INT3
+	if b != nil && b.Armed && (pa.Gfn() == b.Gfn || !guests) {
+		if !v.deliver(ev, b, h) {
+			return driver.Response{}
+		}
+		// A guest INT3 at the same address shows up again in the default
+		// view and is reinjected then.
+		return stepDefault
+	}
+	if guests {
+		v.c.reinjected.Add(1)
+		h.Notice(Notice{Kind: NoticeReinjected, VCPU: ev.VCPU, Addr: va})
+		return driver.Response{ReinjectInterrupt: true}
+	}
+	v.c.stale.Add(1)
+	h.Notice(Notice{Kind: NoticeStaleBreakpoint, VCPU: ev.VCPU, Addr: va})
+	return stepDefault
+}
+
+// deliver hands the hit to every hook of b. It reports false when it
+// injected a page fault, so the vCPU must re-execute the hooked address.
+func (v *Views) deliver(ev *driver.Event, b *bpm.Breakpoint, h Handler) bool {
+	for _, hk := range v.hooks[b.Key] {
+		v.c.hits.Add(1)
+		v.hit = Hit{Hook: hk, Ev: ev}
+		err := h.HandleHit(&v.hit)
+		v.hit = Hit{}
+		if err == nil {
+			continue
+		}
+		fva, pf := paging.PageFault(err)
+		if !pf {
+			v.c.handlerErrors.Add(1)
+			h.Notice(Notice{Kind: NoticeHandlerError, VCPU: ev.VCPU, Tag: hk.Tag, Addr: b.VA, Err: err})
+			continue
+		}
+		if v.inj == nil {
+			v.c.unreadable.Add(1)
+			h.Notice(Notice{Kind: NoticeUnreadable, VCPU: ev.VCPU, Tag: hk.Tag, Addr: fva, Err: err})
+			continue
+		}
+		// Error code 0: a supervisor read of a page not present.
+		if ierr := v.inj.InjectPageFault(ev.VCPU, fva, 0); ierr != nil {
+			v.c.unreadable.Add(1)
+			h.Notice(Notice{Kind: NoticeUnreadable, VCPU: ev.VCPU, Tag: hk.Tag, Addr: fva, Err: errors.Join(err, ierr)})
+			continue
+		}
+		v.c.pfInjected.Add(1)
+		h.Notice(Notice{Kind: NoticePageFaultInjected, VCPU: ev.VCPU, Tag: hk.Tag, Addr: fva})
+		return false
+	}
+	return true
+}
+
+func (v *Views) singleStep(ev *driver.Event, h Handler) driver.Response {
+	st := v.state(ev.VCPU)
+	if !st.stepping {
+		v.c.unexpected.Add(1)
+		return driver.Response{ToggleSingleStep: true}
+	}
+	v.c.singleSteps.Add(1)
+	st.stepping = false
+	evs, err := v.ptm.ProcessDirty(ev.VCPU)
+	if err != nil {
+		v.c.errors.Add(1)
+		v.log.Warn("process dirty page-table entries", "vcpu", ev.VCPU, "err", err)
+	}
+	for i := range evs {
+		pe := &evs[i]
+		tag := ""
+		if len(pe.Tags) > 0 {
+			tag = pe.Tags[0]
+		}
+		var err error
+		switch pe.Kind {
+		case ptm.PageIn:
+			v.c.pageIns.Add(1)
+			err = v.bpm.PageIn(pe.VA, pe.Root, pe.View, pe.Gfn)
+			h.Notice(Notice{Kind: NoticePageIn, VCPU: ev.VCPU, Tag: tag, Addr: pe.VA})
+		case ptm.PageOut:
+			v.c.pageOuts.Add(1)
+			err = v.bpm.PageOut(pe.VA, pe.Root, pe.View)
+			h.Notice(Notice{Kind: NoticePageOut, VCPU: ev.VCPU, Tag: tag, Addr: pe.VA})
+		}
+		if err != nil {
+			v.c.errors.Add(1)
+			v.log.Warn("update breakpoints", "vcpu", ev.VCPU, "event", pe.Kind, "va", pe.VA, "err", err)
+		}
+	}
+	if st.wrote {
+		st.wrote = false
+		v.c.resyncs.Add(1)
+		if err := v.bpm.Resync(v.view, st.written); err != nil {
+			v.c.errors.Add(1)
+			v.log.Warn("resync shadow", "gfn", st.written, "err", err)
+		}
+	}
+	return driver.Response{ToggleSingleStep: true, SetView: true, View: v.view}
+}
+
+// Close moves every vCPU back to the default view, removes every
+// breakpoint, unprotects every table, destroys the view and disables the
+// monitors. It continues past errors and returns them joined; calling it
+// again retries what failed.
+func (v *Views) Close() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.closed = true
+	var errs []error
+	p, _ := v.drv.(driver.Pauser)
+	if p != nil {
+		if err := p.Pause(); err != nil {
+			errs = append(errs, fmt.Errorf("pause for teardown: %w", err))
+			p = nil
+		}
+	}
+	// The guest leaves our view first, so that nothing it does can touch
+	// a half-restored view.
+	if v.inView {
+		if err := v.drv.SwitchView(introspect.DefaultView); err != nil {
+			errs = append(errs, fmt.Errorf("switch to the default view: %w", err))
+		} else {
+			v.inView = false
+		}
+	}
+	if v.unanswered != nil {
+		r := driver.Response{SetView: true, View: introspect.DefaultView}
+		if v.vcpus != nil && v.state(v.unanswered.VCPU).stepping {
+			r.ToggleSingleStep = true
+		}
+		if err := v.drv.Respond(v.unanswered, r); err != nil {
+			errs = append(errs, fmt.Errorf("answer vCPU %d: %w", v.unanswered.VCPU, err))
+		} else {
+			v.unanswered = nil
+		}
+	}
+	if err := v.bpm.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := v.ptm.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	clear(v.hooks)
+	if v.viewAlive && !v.inView {
+		if err := v.drv.DestroyView(v.view); err != nil {
+			errs = append(errs, fmt.Errorf("destroy view %d: %w", v.view, err))
+		} else {
+			v.viewAlive = false
+			v.bpm.ViewGone(v.view)
+			v.ptm.ViewGone(v.view)
+			if err := v.bpm.Close(); err != nil { // frees leftover shadows
+				errs = append(errs, err)
+			}
+		}
+	}
+	for i, m := range viewsMonitors {
+		if !v.monitors[i] {
+			continue
+		}
+		if err := v.drv.DisableMonitor(m); err != nil {
+			errs = append(errs, fmt.Errorf("disable monitor %d: %w", m, err))
+			continue
+		}
+		v.monitors[i] = false
+	}
+	for i := range v.vcpus {
+		v.vcpus[i] = vcpuState{}
+	}
+	if p != nil {
+		// A guest left paused is as harmful as a view left behind: retry.
+		var rerr error
+		for range 3 {
+			if rerr = p.Resume(); rerr == nil {
+				break
+			}
+		}
+		if rerr != nil {
+			errs = append(errs, fmt.Errorf("resume after teardown: %w", rerr))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("hook: close views engine: %w", err)
+	}
+	return nil
+}
