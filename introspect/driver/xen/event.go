@@ -209,13 +209,15 @@ type WireResponse struct {
 // FastSingleStep runs one instruction in r.View (ALTERNATE_P2M with
 // altp2m_idx = r.View) and then returns to the view of the event
 // (fast_singlestep.p2midx), as the seed's "fast single-step in the default
-// view" needs. Single-step toggles, fast single-steps and new registers all
-// need a synchronous (vCPU-paused) event; Xen ignores them otherwise, so
-// asking for them on an asynchronous event is an error here.
+// view" needs (Xen runs the view switch, then hvm_fast_singlestep, in
+// vm_event_resume). Single-step toggles, fast single-steps, view switches
+// and new registers all need a synchronous (vCPU-paused) event; Xen
+// ignores them otherwise, so asking for them on an asynchronous event is an
+// error here.
 func BuildResponse(q *Request, r driver.Response) (WireResponse, error) {
 	w := WireResponse{Flags: q.Flags & FlagVCPUPaused, Reason: q.Reason, VCPU: q.VCPU}
 	paused := q.Flags&FlagVCPUPaused != 0
-	if (r.FastSingleStep || r.ToggleSingleStep || r.Registers != nil) && !paused {
+	if (r.FastSingleStep || r.ToggleSingleStep || r.SetView || r.Registers != nil) && !paused {
 		return w, fmt.Errorf("response to vm_event reason %d: vCPU %d was not paused by the event", q.Reason, q.VCPU)
 	}
 	if r.FastSingleStep && r.ToggleSingleStep {

@@ -384,8 +384,8 @@ func TestBuildResponse(t *testing.T) {
 		},
 		{name: "both singlestep kinds", q: paused, r: driver.Response{ToggleSingleStep: true, FastSingleStep: true}, bad: true},
 		{name: "singlestep on async event", q: Request{Reason: ReasonMemAccess}, r: driver.Response{ToggleSingleStep: true}, bad: true},
-		{name: "view switch on async event", q: Request{Reason: ReasonMemAccess}, r: driver.Response{SetView: true, View: 1},
-			want: WireResponse{Flags: FlagAlternateP2M, Reason: ReasonMemAccess, Altp2mIdx: 1}},
+		{name: "view switch on async event", q: Request{Reason: ReasonMemAccess}, r: driver.Response{SetView: true, View: 1}, bad: true},
+		{name: "plain resume of async event", q: Request{Reason: ReasonMemAccess, VCPU: 2}, want: WireResponse{Reason: ReasonMemAccess, VCPU: 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

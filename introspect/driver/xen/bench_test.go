@@ -1,0 +1,44 @@
+package xen
+
+import (
+	"testing"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+)
+
+// BenchmarkRingEvent measures the pure-Go part of one vm_event round trip:
+// take a request off the ring, decode it into a driver.Event, build and
+// encode the seed's fast single-step answer, and publish it.
+func BenchmarkRingEvent(b *testing.B) {
+	page := newPage()
+	r, _ := NewBackRing(page)
+	r.InitShared()
+	fe := &frontEnd{page: page}
+	req := encodeRequest(reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: 1, reason: ReasonSoftwareBreakpoint, insnLen: 1, trapType: EventTypeSWException, rip: 0xfffff80000001000})
+	var in [RequestSize]byte
+	var out [ResponseSize]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		fe.push(b, req)
+		if ok, err := r.NextRequest(&in); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		q, err := DecodeRequest(&in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ev, err := q.Event(4)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w, err := BuildResponse(&q, driver.Response{FastSingleStep: true, View: ev.View - 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.Encode(&out)
+		if _, err := r.PutResponse(&out); err != nil {
+			b.Fatal(err)
+		}
+		fe.rspCons++
+	}
+}
