@@ -204,12 +204,12 @@ func (r *recorder) Notice(d string, k hook.NoticeKind) {
 	defer r.mu.Unlock()
 	r.notices[k.String()]++
 }
-func (r *recorder) Attach(string, error)                 {}
-func (r *recorder) Up(string, *collector.Guest, bool)    {}
-func (r *recorder) Dropped(string, string)               {}
-func (r *recorder) Queue(string, func() int)             {}
-func (r *recorder) Name() string                         { return "rec" }
-func (r *recorder) Close(context.Context) error          { return nil }
+func (r *recorder) Attach(string, error)              {}
+func (r *recorder) Up(string, *collector.Guest, bool) {}
+func (r *recorder) Dropped(string, string)            {}
+func (r *recorder) Queue(string, func() int)          {}
+func (r *recorder) Name() string                      { return "rec" }
+func (r *recorder) Close(context.Context) error       { return nil }
 func (r *recorder) Export(ev *collector.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

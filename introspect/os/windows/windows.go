@@ -62,18 +62,18 @@ type layout struct {
 	htTableCode, hteSize                                                     uint64
 	// Win8+ handle entries pack the object header address into
 	// ObjectPointerBits; Win7 entries hold the pointer with flag bits.
-	hteBits              bool
-	hteBitPos, hteBitLen uint8
-	ohBody, ohTypeIndex, ohInfoMask, ohSize         uint64
-	nameInfoSize, creatorInfoSize                   uint64
-	nameInfoName, nameInfoDir                       uint64
-	otName                                          uint64
-	foDevice, foFileName                            uint64
-	usLength, usBuffer                              uint64
-	oaRoot, oaName                                  uint64
+	hteBits                                          bool
+	hteBitPos, hteBitLen                             uint8
+	ohBody, ohTypeIndex, ohInfoMask, ohSize          uint64
+	nameInfoSize, creatorInfoSize                    uint64
+	nameInfoName, nameInfoDir                        uint64
+	otName                                           uint64
+	foDevice, foFileName                             uint64
+	usLength, usBuffer                               uint64
+	oaRoot, oaName                                   uint64
 	symSystemProcess, symTypeIndexTable, symProcHead uint64
-	symCookie                                       uint64
-	hasCookie                                       bool
+	symCookie                                        uint64
+	hasCookie                                        bool
 }
 
 // OS reads one Windows guest. It is safe for use by one event loop at a time.

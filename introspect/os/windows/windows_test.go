@@ -24,7 +24,7 @@ const (
 	hFile     = 0x44
 	hDir      = 0x48
 	hEvent    = 0x4c
-	hLevel1   = (3*256 + 7) * 4         // in the 4th leaf page
+	hLevel1   = (3*256 + 7) * 4           // in the 4th leaf page
 	hLevel2   = (2*256*512 + 256 + 9) * 4 // in the 3rd mid page
 	hKernel   = 0xffffffff80000124
 	hFree     = 0x50
