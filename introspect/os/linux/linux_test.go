@@ -215,7 +215,7 @@ func TestTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := linux.Task{Addr: w.shell, PID: 42, TGID: 42, PPID: 1, Comm: "workload-shell", GroupLeader: w.shell, MM: task.MM}
+	want := linux.Task{Addr: w.shell, PID: 42, TGID: 42, Parent: w.initTask, PPID: 1, Comm: "workload-shell", GroupLeader: w.shell, MM: task.MM}
 	if task != want || task.MM == 0 || !task.IsGroupLeader() {
 		t.Errorf("task %+v, want %+v", task, want)
 	}

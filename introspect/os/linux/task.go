@@ -13,7 +13,8 @@ type Task struct {
 	Addr introspect.Va // the task_struct
 	PID  uint64        // task_struct.pid: the thread id
 	TGID uint64        // task_struct.tgid: the process id
-	// PPID is the tgid of real_parent.
+	// Parent is task_struct.real_parent and PPID its tgid.
+	Parent      introspect.Va
 	PPID        uint64
 	Comm        string        // task_struct.comm
 	GroupLeader introspect.Va // task_struct.group_leader
@@ -94,6 +95,7 @@ func (o *OS) Task(addr introspect.Va) (Task, error) {
 	if err != nil {
 		return t, err
 	}
+	t.Parent = parent
 	if _, t.PPID, err = o.pids(parent); err != nil {
 		return t, fmt.Errorf("parent of task %v: %w", addr, err)
 	}

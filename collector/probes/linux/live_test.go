@@ -1,0 +1,308 @@
+package linux_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
+	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
+	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
+	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
+	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
+)
+
+// liveOS boots the test guest, attaches with the QEMU driver over shared
+// RAM and finds the kernel. The guest is left paused.
+func liveOS(t testing.TB) (*testguest.Guest, *qemu.Driver, *oslinux.OS) {
+	t.Helper()
+	bin := os.Getenv("VMI_QEMU")
+	if bin == "" {
+		bin = "qemu-system-x86_64"
+	}
+	if _, err := exec.LookPath(bin); err != nil {
+		t.Skipf("%s not installed: %v", bin, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	assets, err := testguest.Prepare(ctx, "", log)
+	if err != nil {
+		t.Fatalf("prepare test guest: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "vlx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	g, err := testguest.Boot(ctx, assets, testguest.Options{Dir: dir, Log: log})
+	if err != nil {
+		t.Fatalf("boot test guest: %v", err)
+	}
+	t.Cleanup(func() { g.Close() })
+	if err := g.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := qemu.Open(ctx, qemu.Config{GDBSocket: g.GDBSocket, QMPSocket: g.QMPSocket,
+		RAMPath: g.RAMPath, RAMSize: uint64(g.RAMSize), Timeout: 20 * time.Second}, nil)
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	prof, err := vmlinux.Profile(assets.Kernel, vmlinux.Options{})
+	if err != nil {
+		t.Fatalf("kernel profile: %v", err)
+	}
+	o, err := oslinux.New(d, prof, oslinux.Options{})
+	if err != nil {
+		t.Fatalf("find kernel: %v", err)
+	}
+	return g, d, o
+}
+
+// recorder decodes hits like the collector's event loop does and keeps
+// the events.
+type recorder struct {
+	probes map[string]collector.Probe
+
+	mu      sync.Mutex
+	events  []collector.Event
+	skips   map[string]int
+	errs    map[string][]error
+	notices map[hook.NoticeKind]int
+	hits    int
+	decode  time.Duration // total time in Decode
+}
+
+func (r *recorder) HandleHit(h *hook.Hit) error {
+	p := r.probes[h.Hook.Tag]
+	ev := collector.Event{Kind: p.Kind, Probe: p.Name, VCPU: int(h.Ev.VCPU)}
+	t0 := time.Now()
+	err := p.Decode(h, &ev)
+	dt := time.Since(t0)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hits++
+	r.decode += dt
+	switch {
+	case err == nil:
+		r.events = append(r.events, ev)
+	case errors.Is(err, collector.ErrSkip):
+		r.skips[p.Name]++
+	default:
+		if _, ok := paging.PageFault(err); ok {
+			return err
+		}
+		r.errs[p.Name] = append(r.errs[p.Name], err)
+	}
+	return nil
+}
+
+func (r *recorder) Notice(n hook.Notice) {
+	r.mu.Lock()
+	r.notices[n.Kind]++
+	r.mu.Unlock()
+}
+
+// TestLive attaches to the test guest, lists the current task of every
+// vCPU, hooks the four probes with the native engine, runs workload rounds
+// and checks the decoded events against the guest's own manifest.
+func TestLive(t *testing.T) {
+	g, d, o := liveOS(t)
+	t.Logf("kernel %q slide %#x root %v", o.Banner(), o.Slide(), o.KernelRoot())
+	if !strings.HasPrefix(o.Banner(), "Linux version 6.") {
+		t.Errorf("banner %q", o.Banner())
+	}
+	tasks, errs := o.CurrentTasks()
+	for i := range tasks {
+		if errs[i] != nil {
+			t.Fatalf("vCPU %d current task: %v", i, errs[i])
+		}
+		img, err := o.ImagePath(&tasks[i])
+		t.Logf("vCPU %d: pid %d tgid %d ppid %d comm %q image %q (%v)", i, tasks[i].PID, tasks[i].TGID, tasks[i].PPID, tasks[i].Comm, img, err)
+		if tasks[i].Comm == "" || err != nil {
+			t.Errorf("vCPU %d task %+v image err %v", i, tasks[i], err)
+		}
+	}
+
+	gos := probes.New(o)
+	ps, err := gos.Probes(collector.Kinds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{}}
+	eng := hook.NewNative(d, hook.WithFlush(o.Flush))
+	for _, p := range ps {
+		rec.probes[p.Name] = p
+		if err := eng.Add(hook.Hook{Addr: p.Addr, Root: p.Root, Global: true, Tag: p.Name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { eng.Close() })
+	if err := d.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx, rec) }()
+
+	const rounds = 2
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	start := time.Now()
+	man, err := g.Run(rctx, rounds)
+	rcancel()
+	elapsed := time.Since(start)
+	cancel()
+	if rerr := <-done; rerr != nil {
+		t.Errorf("engine: %v", rerr)
+	}
+	if err := eng.Close(); err != nil {
+		t.Errorf("close engine: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("workload: %v", err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	t.Logf("%d rounds in %v: %d hits (%.0f/s), decode %v/hit, %d events, skips %v, notices %v", rounds, elapsed, rec.hits,
+		float64(rec.hits)/elapsed.Seconds(), rec.decode/time.Duration(max(rec.hits, 1)), len(rec.events), rec.skips, rec.notices)
+	for name, es := range rec.errs {
+		t.Errorf("probe %s: %d decode errors, first: %v", name, len(es), es[0])
+	}
+	checkManifest(t, man, rec.events)
+}
+
+// checkManifest compares events with what the workload reported: every
+// spawned process starts with its pid and parent and exits with its pid
+// (and, except vmi-round which ends in "exec rm", its name); every file is
+// created and written exactly as often as the workload did it, with its
+// full path and the writer's pid; and no other file under /tmp/vmi shows.
+func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Event) {
+	t.Helper()
+	type key struct {
+		kind collector.Kind
+		pid  uint64
+		path string
+	}
+	got := map[key]int{}
+	exitName := map[uint64]string{}
+	startParent := map[uint64]uint64{}
+	for _, ev := range events {
+		switch ev.Kind {
+		case collector.KindProcessStart:
+			startParent[ev.Process.PID] = ev.Process.PPID
+			got[key{ev.Kind, ev.Process.PID, ""}]++
+		case collector.KindProcessExit:
+			exitName[ev.Process.PID] = ev.Process.Name
+			got[key{ev.Kind, ev.Process.PID, ""}]++
+		default:
+			if strings.HasPrefix(ev.Path, "/tmp/vmi/") {
+				got[key{ev.Kind, ev.Process.PID, ev.Path}]++
+			}
+		}
+	}
+	want := map[key]int{}
+	if len(man.Spawns) != len(man.Rounds)*testguest.SpawnsPerRound || len(man.Files) != len(man.Rounds)*testguest.FilesPerRound {
+		t.Fatalf("manifest incomplete: %d rounds, %d spawns, %d files", len(man.Rounds), len(man.Spawns), len(man.Files))
+	}
+	for _, s := range man.Spawns {
+		pid := uint64(s.PID)
+		want[key{collector.KindProcessStart, pid, ""}] = 1
+		want[key{collector.KindProcessExit, pid, ""}] = 1
+		if pp, ok := startParent[pid]; !ok || pp != uint64(s.PPID) {
+			t.Errorf("spawn %+v: start event parent %d (seen %v)", s, pp, ok)
+		}
+		if n, ok := exitName[pid]; !ok || (s.Name != testguest.NameRound && n != s.Name) {
+			t.Errorf("spawn %+v: exit event name %q (seen %v)", s, n, ok)
+		}
+	}
+	for _, f := range man.Files {
+		want[key{collector.KindFileCreate, uint64(f.PID), f.Path}] = f.Opens
+		want[key{collector.KindFileWrite, uint64(f.PID), f.Path}] = f.Writes
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("%s pid %d %s: %d events, want %d", k.kind, k.pid, k.path, got[k], n)
+		}
+	}
+	for k, n := range got {
+		if _, ok := want[k]; !ok && k.path != "" {
+			t.Errorf("unexpected %s pid %d %s (%d)", k.kind, k.pid, k.path, n)
+		}
+	}
+	if t.Failed() {
+		var b strings.Builder
+		for _, ev := range events {
+			fmt.Fprintf(&b, "%s pid=%d ppid=%d name=%s image=%s path=%s\n", ev.Kind, ev.Process.PID, ev.Process.PPID, ev.Process.Name, ev.Process.Image, ev.Path)
+		}
+		t.Logf("events:\n%s", b.String())
+	}
+}
+
+// BenchmarkLiveTask reads the current task (comm, pids, parent) of a vCPU
+// of the paused test guest from the mapped RAM.
+func BenchmarkLiveTask(b *testing.B) {
+	_, d, o := liveOS(b)
+	regs, err := d.Registers(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		o.Flush()
+		if _, err := o.CurrentTask(&regs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLiveFDPath reads the path of an open descriptor of init (its
+// console, /dev/console or a tty) and init's image path from the mapped
+// RAM, uncached as at every hit.
+func BenchmarkLiveFDPath(b *testing.B) {
+	_, _, o := liveOS(b)
+	init, err := findInit(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	files, err := o.Files(init.Addr)
+	if err != nil || len(files) == 0 {
+		b.Fatalf("init files %v %v", files, err)
+	}
+	p, err := o.FilePath(files[0].File)
+	b.Logf("init fd %d: %q %v", files[0].FD, p, err)
+	for b.Loop() {
+		o.Flush()
+		if _, err := o.FDPath(init.Addr, files[0].FD); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// findInit returns pid 1: the current task of a vCPU or an ancestor.
+func findInit(o *oslinux.OS) (oslinux.Task, error) {
+	tasks, errs := o.CurrentTasks()
+	for i, t := range tasks {
+		for n := 0; errs[i] == nil && n < 64; n++ {
+			if t.PID == 1 {
+				return t, nil
+			}
+			if t.Parent == t.Addr {
+				break
+			}
+			if t, errs[i] = o.Task(t.Parent); errs[i] != nil {
+				break
+			}
+		}
+	}
+	return oslinux.Task{}, errors.New("init not found from the vCPUs' tasks")
+}
