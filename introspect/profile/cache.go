@@ -393,6 +393,24 @@ func (d *decoder) id(n int) int {
 	return int(v)
 }
 
+// str reads a string id and returns the string, "" on error.
+func (d *decoder) str(strs []string) string {
+	i := d.id(len(strs))
+	if d.err != nil {
+		return ""
+	}
+	return strs[i]
+}
+
+// typ reads a type id and returns the type, the zero Type on error.
+func (d *decoder) typ(types []Type) Type {
+	i := d.id(len(types))
+	if d.err != nil {
+		return Type{}
+	}
+	return types[i]
+}
+
 func decodeProfile(b []byte) (*Profile, error) {
 	d := &decoder{b: b}
 	slen := d.uvarint()
@@ -413,7 +431,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 	for i := range types {
 		t := &types[i]
 		t.Kind = Kind(d.byte())
-		t.Name = strs[d.id(len(strs))]
+		t.Name = d.str(strs)
 		t.Size = d.uvarint()
 		if elem := d.id(i + 1); elem > 0 {
 			t.Elem = &types[elem-1]
@@ -421,23 +439,23 @@ func decodeProfile(b []byte) (*Profile, error) {
 		t.Count = d.uvarint()
 		t.BitPos, t.BitLen = d.byte(), d.byte()
 	}
-	p := &Profile{Name: strs[d.id(len(strs))]}
+	p := &Profile{Name: d.str(strs)}
 	nsyms := d.count(9)
 	p.Symbols = make(map[string]uint64, nsyms)
 	for range nsyms {
-		name := strs[d.id(len(strs))]
+		name := d.str(strs)
 		p.Symbols[name] = d.u64()
 	}
 	nstructs := d.count(4)
 	p.Types = make(map[string]*Struct, nstructs)
 	for range nstructs {
-		s := &Struct{Name: strs[d.id(len(strs))], Size: d.uvarint(), Union: d.byte() != 0}
+		s := &Struct{Name: d.str(strs), Size: d.uvarint(), Union: d.byte() != 0}
 		nfields := d.count(3)
 		s.Fields = make(map[string]Field, nfields)
 		for range nfields {
-			name := strs[d.id(len(strs))]
+			name := d.str(strs)
 			off := d.uvarint()
-			s.Fields[name] = Field{Name: name, Offset: off, Type: types[d.id(len(types))]}
+			s.Fields[name] = Field{Name: name, Offset: off, Type: d.typ(types)}
 		}
 		p.Types[s.Name] = s
 		if d.err != nil {

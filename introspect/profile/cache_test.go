@@ -90,3 +90,24 @@ func TestCacheRejectsBadFiles(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeProfile feeds arbitrary payloads to the cache decoder: a
+// corrupt cache file is an error, never a panic or a runaway allocation.
+func FuzzDecodeProfile(f *testing.F) {
+	f.Add(encodeProfile(testProfile()))
+	f.Add(encodeProfile(New("x")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := decodeProfile(b)
+		if err != nil {
+			return
+		}
+		// What decodes re-encodes to an equivalent profile.
+		q, err := decodeProfile(encodeProfile(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(p, q) {
+			t.Fatal("re-encoding changed the profile")
+		}
+	})
+}
