@@ -191,20 +191,58 @@ func bench(ctx context.Context, a *testguest.Assets, o testguest.Options, rounds
 	if err := g.WaitReady(ctx); err != nil {
 		return err
 	}
+	bootCPU, err := cpuSeconds(g.PID)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	m, err := g.Run(ctx, rounds)
 	if err != nil {
 		return err
 	}
 	d := time.Since(start)
+	runCPU, err := cpuSeconds(g.PID)
+	if err != nil {
+		return err
+	}
 	if err := m.Check(); err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
+	load, _ := os.ReadFile("/proc/loadavg")
 	return enc.Encode(map[string]any{
 		"qemu":              g.Args[0],
 		"boot_seconds":      g.BootTime().Seconds(),
+		"boot_cpu_seconds":  bootCPU,
 		"rounds":            rounds,
 		"run_seconds":       d.Seconds(),
+		"run_cpu_seconds":   runCPU - bootCPU,
 		"rounds_per_second": float64(rounds) / d.Seconds(),
+		"loadavg":           strings.Fields(string(load))[0],
 	})
+}
+
+// cpuSeconds is the user+system CPU time of a process so far, a measure of
+// the guest's work that depends less on other load than wall time does.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the parenthesised command: state is field 3; utime and
+	// stime are fields 14 and 15, in clock ticks (USER_HZ = 100 on Linux).
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad times", pid)
+	}
+	return (ut + st) / 100, nil
 }
