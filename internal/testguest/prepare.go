@@ -196,17 +196,27 @@ func resolveVersions(ctx context.Context, dir, meta string, ttl time.Duration, l
 	}
 	// One apt-cache call answers both: the metapackage's Depends names the
 	// concrete package with its exact version.
-	out, err := run(ctx, "apt-cache", "", "show", "--no-all-versions", meta, busyboxPackage)
-	if err != nil {
-		if old != nil {
-			log.Warn("apt-cache failed; using previously resolved versions", "err", err)
-			return old, nil
+	show := func() (*resolved, error) {
+		out, err := run(ctx, "apt-cache", "", "show", "--no-all-versions", meta, busyboxPackage)
+		if err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("testguest: resolve packages: %w", err)
+		return parseAptShow(out, meta)
 	}
-	r, err := parseAptShow(out, meta)
+	r, err := show()
+	if err != nil && old != nil {
+		log.Warn("apt-cache failed; using previously resolved versions", "err", err)
+		return old, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("testguest: resolve packages: %w", err)
+		// A fresh machine may have no package lists yet.
+		log.Warn("apt-cache failed; running apt-get update and retrying", "err", err)
+		if _, uerr := run(ctx, "apt-get", "", "update"); uerr != nil {
+			return nil, fmt.Errorf("testguest: resolve packages: %w (apt-get update: %v)", err, uerr)
+		}
+		if r, err = show(); err != nil {
+			return nil, fmt.Errorf("testguest: resolve packages: %w", err)
+		}
 	}
 	r.Time = time.Now()
 	b, err := json.MarshalIndent(r, "", "  ")
