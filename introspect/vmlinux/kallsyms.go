@@ -1,10 +1,10 @@
 package vmlinux
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // ErrNoKallsyms is wrapped when a memory region holds no recognisable
@@ -178,7 +178,13 @@ func ParseKallsyms(data []byte, base uint64) (*Kallsyms, error) {
 func findTokens(r region, start int) (tokens, int, bool) {
 	start = r.alignUp(start, 2)
 	for i := start; i+512 <= len(r.b); i += 2 {
+		// index[0] is 0 and the next offsets ascend: a cheap filter
+		// before the full check (rodata is full of zeros).
 		if r.b[i] != 0 || r.b[i+1] != 0 {
+			continue
+		}
+		i1 := binary.LittleEndian.Uint16(r.b[i+2:])
+		if i1 == 0 || binary.LittleEndian.Uint16(r.b[i+4:]) <= i1 {
 			continue
 		}
 		if t, ok := checkTokens(r, i); ok {
@@ -221,6 +227,8 @@ func checkTokens(r region, idx int) (tokens, bool) {
 	if table < 0 {
 		return t, false
 	}
+	// Validate without allocating: most candidates fail here.
+	var ends [256]int
 	for k := range 256 {
 		s := table + index[k]
 		var e int
@@ -232,17 +240,21 @@ func checkTokens(r region, idx int) (tokens, bool) {
 		if e < s || e >= idx || r.b[e] != 0 {
 			return t, false
 		}
-		if k < 255 && strings.IndexByte(string(r.b[s:e]), 0) >= 0 {
+		if k < 255 && bytes.IndexByte(r.b[s:e], 0) >= 0 {
 			return t, false
 		}
-		t.tokens[k] = string(r.b[s:e])
+		ends[k] = e
 	}
 	// Symbol names use digits, so they are their own tokens: a cheap
 	// check that this is not some other increasing u16 array.
-	for c := byte('0'); c <= '9'; c++ {
-		if t.tokens[c] != string(c) {
+	for c := '0'; c <= '9'; c++ {
+		s := table + index[c]
+		if ends[c]-s != 1 || r.b[s] != byte(c) {
 			return t, false
 		}
+	}
+	for k := range 256 {
+		t.tokens[k] = string(r.b[table+index[k] : ends[k]])
 	}
 	t.table, t.index, t.end = table, idx, idx+512
 	return t, true
@@ -419,7 +431,8 @@ func parseNames(r region, t tokens, markers []uint64, markersAt int) (*Kallsyms,
 // 256th name against the markers and that the names end at most 7 bytes of
 // padding before the markers.
 func decodeNames(r region, t tokens, markers []uint64, off, markersAt, n int) ([]Symbol, bool) {
-	syms := make([]Symbol, 0, min(n, 1<<16))
+	// Each name takes at least 2 bytes, which bounds the allocation.
+	syms := make([]Symbol, 0, min(n, max(markersAt-off, 0)/2))
 	p := off
 	var buf []byte
 	for i := range n {
