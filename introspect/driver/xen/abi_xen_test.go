@@ -58,7 +58,7 @@ func TestABIAgainstRingMacros(t *testing.T) {
 			if err != nil {
 				t.Fatalf("request %d: %v", i, err)
 			}
-			resp := driver.Response{FastSingleStep: true, View: 0}
+			resp := driver.Response{FastSingleStep: true, SetView: true, View: 0}
 			if i%2 == 1 {
 				regs := ev.Regs
 				regs.RIP += 1

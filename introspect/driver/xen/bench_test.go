@@ -31,7 +31,7 @@ func BenchmarkRingEvent(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		w, err := BuildResponse(&q, driver.Response{FastSingleStep: true, View: ev.View - 1})
+		w, err := BuildResponse(&q, driver.Response{FastSingleStep: true, SetView: true, View: ev.View - 1})
 		if err != nil {
 			b.Fatal(err)
 		}

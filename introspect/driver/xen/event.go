@@ -206,10 +206,11 @@ type WireResponse struct {
 // BuildResponse turns a driver.Response to request q into the wire
 // response. The vCPU-paused flag is echoed so Xen unpauses the vCPU.
 //
-// FastSingleStep runs one instruction in r.View (ALTERNATE_P2M with
-// altp2m_idx = r.View) and then returns to the view of the event
-// (fast_singlestep.p2midx), as the seed's "fast single-step in the default
-// view" needs (Xen runs the view switch, then hvm_fast_singlestep, in
+// SetView switches the vCPU to r.View (ALTERNATE_P2M with altp2m_idx).
+// FastSingleStep runs one instruction in the vCPU's view after that switch
+// and then returns to the view of the event (fast_singlestep.p2midx), so
+// {FastSingleStep, SetView, View: 0} is the seed's "fast single-step in the
+// default view" (Xen runs the view switch, then hvm_fast_singlestep, in
 // vm_event_resume). Single-step toggles, fast single-steps, view switches
 // and new registers all need a synchronous (vCPU-paused) event; Xen
 // ignores them otherwise, so asking for them on an asynchronous event is an
@@ -223,14 +224,13 @@ func BuildResponse(q *Request, r driver.Response) (WireResponse, error) {
 	if r.FastSingleStep && r.ToggleSingleStep {
 		return w, errors.New("response: fast single-step and single-step toggle are exclusive")
 	}
-	switch {
-	case r.FastSingleStep:
-		w.Flags |= FlagFastSingleStep | FlagAlternateP2M
-		w.Altp2mIdx = uint16(r.View)
-		w.FastSingleStepView = uint16(q.View())
-	case r.SetView:
+	if r.SetView {
 		w.Flags |= FlagAlternateP2M
 		w.Altp2mIdx = uint16(r.View)
+	}
+	if r.FastSingleStep {
+		w.Flags |= FlagFastSingleStep
+		w.FastSingleStepView = uint16(q.View())
 	}
 	if r.ToggleSingleStep {
 		w.Flags |= FlagToggleSingleStep

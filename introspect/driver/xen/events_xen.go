@@ -283,7 +283,7 @@ func (d *Driver) Respond(ev *driver.Event, r driver.Response) error {
 	if err != nil {
 		return fmt.Errorf("xen: %w", err)
 	}
-	if r.SetView || r.FastSingleStep {
+	if r.SetView {
 		if err := d.checkView(r.View); err != nil {
 			return err
 		}

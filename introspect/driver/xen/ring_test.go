@@ -382,6 +382,11 @@ func TestBuildResponse(t *testing.T) {
 			q:    Request{Flags: FlagVCPUPaused, Reason: ReasonSingleStep}, r: driver.Response{ToggleSingleStep: true, SetView: true, View: 3},
 			want: WireResponse{Flags: FlagVCPUPaused | FlagToggleSingleStep | FlagAlternateP2M, Reason: ReasonSingleStep, Altp2mIdx: 3},
 		},
+		{
+			name: "fast singlestep in the current view",
+			q:    paused, r: driver.Response{FastSingleStep: true},
+			want: WireResponse{Flags: FlagVCPUPaused | FlagFastSingleStep, Reason: ReasonSoftwareBreakpoint, VCPU: 1, FastSingleStepView: 3},
+		},
 		{name: "both singlestep kinds", q: paused, r: driver.Response{ToggleSingleStep: true, FastSingleStep: true}, bad: true},
 		{name: "singlestep on async event", q: Request{Reason: ReasonMemAccess}, r: driver.Response{ToggleSingleStep: true}, bad: true},
 		{name: "view switch on async event", q: Request{Reason: ReasonMemAccess}, r: driver.Response{SetView: true, View: 1}, bad: true},
