@@ -160,7 +160,7 @@ func TestDebianBTFProfile(t *testing.T) {
 // checkLinuxProfile checks the symbols and types the Linux OS layer uses.
 func checkLinuxProfile(t *testing.T, p *profile.Profile) {
 	t.Helper()
-	for _, sym := range []string{"linux_banner", "init_task", "current_task", "__per_cpu_offset", "do_sys_openat2", "vfs_write", "ksys_write", "wake_up_new_task", "do_exit", "entry_SYSCALL_64", "init_fs", "_text"} {
+	for _, sym := range []string{"linux_banner", "init_task", "current_task", "__per_cpu_offset", "do_sys_openat2", "vfs_write", "ksys_write", "wake_up_new_task", "do_exit", "entry_SYSCALL_64", "init_fs", "_text", "_etext", "init_top_pgt"} {
 		if _, err := p.Symbol(sym); err != nil {
 			t.Error(err)
 		}
