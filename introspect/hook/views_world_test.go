@@ -47,7 +47,7 @@ type world struct {
 
 func newWorld(tb testing.TB, vcpus int, seed uint64, latency float64) *world {
 	tb.Helper()
-	m := sim.New(sim.Config{Frames: 4096, VCPUs: vcpus, Seed: seed, Latency: latency})
+	m := sim.New(sim.Config{Frames: 2048, VCPUs: vcpus, Seed: seed, Latency: latency})
 	w := &world{m: m, vcpus: vcpus}
 	must := func(err error) {
 		tb.Helper()
