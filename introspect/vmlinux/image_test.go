@@ -37,7 +37,7 @@ func parsedDebian(t *testing.T) *Image {
 func TestDebianImage(t *testing.T) {
 	path := debianVmlinuz(t)
 	im := parsedDebian(t)
-	t.Logf("%s: %s, %v, %d symbols", debianRelease(path), im.Banner, im.Compression, len(im.Kallsyms.Symbols))
+	t.Logf("%s: %s, %v, %d symbols", path, im.Banner, im.Compression, len(im.Kallsyms.Symbols))
 
 	if im.Boot == nil || im.Boot.Version < 0x020f {
 		t.Fatalf("boot header %+v, want protocol 2.15+", im.Boot)
@@ -255,9 +255,11 @@ func TestDebianOverrides(t *testing.T) {
 	dir := t.TempDir()
 	// Debian's package ships a stub System.map: a clear error, not a
 	// silently empty override.
-	stub := filepath.Join(filepath.Dir(path), "System.map-"+strings.TrimPrefix(filepath.Base(path), "vmlinuz-"))
-	if _, err := Profile(path, Options{SystemMap: stub}); !errors.Is(err, profile.ErrSystemMap) {
-		t.Errorf("stub System.map: err = %v, want ErrSystemMap", err)
+	if os.Getenv("VMI_EXPORTER_VMLINUZ") == "" {
+		stub := debianKernel(t).SystemMap
+		if _, err := Profile(path, Options{SystemMap: stub}); !errors.Is(err, profile.ErrSystemMap) {
+			t.Errorf("stub System.map: err = %v, want ErrSystemMap", err)
+		}
 	}
 	sm := filepath.Join(dir, "System.map")
 	if err := os.WriteFile(sm, []byte("ffffffff81000000 T _text\nffffffff8134a000 T do_sys_openat2\nffffffff89000000 t only_in_map\n"), 0o644); err != nil {
@@ -277,6 +279,26 @@ func TestDebianOverrides(t *testing.T) {
 	}
 	if sz, _ := p.Size("qstr"); sz != 99 {
 		t.Errorf("qstr not overridden: size %d", sz)
+	}
+	// A Volatility 3 ISF file overrides symbols and whole structs.
+	p, err = Profile(path, Options{ISF: filepath.Join("testdata", "linux-override.isf.json"), Cache: &profile.Cache{Dir: dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := p.Symbol("only_in_isf"); a != 18446744071582000016 {
+		t.Errorf("only_in_isf = %#x", a)
+	}
+	if sz, _ := p.Size("qstr"); sz != 24 {
+		t.Errorf("qstr from ISF: size %d, want 24", sz)
+	}
+	if off, _ := p.Offset("qstr", "name"); off != 16 {
+		t.Errorf("qstr.name from ISF at %d, want 16", off)
+	}
+	if off, _ := p.Offset("task_struct", "pid"); off == 0 {
+		t.Error("task_struct lost: ISF must override only what it has")
+	}
+	if _, err := Profile(path, Options{ISF: filepath.Join("testdata", "missing.json")}); err == nil {
+		t.Error("missing ISF: no error")
 	}
 	// Overrides do not leak into the cache.
 	again, err := Profile(path, Options{Cache: &profile.Cache{Dir: dir}})

@@ -18,9 +18,11 @@ type Options struct {
 	// SystemMap, if set, is the path of a System.map whose symbols
 	// override the image's kallsyms.
 	SystemMap string
+	// ISF, if set, is the path of a Volatility 3 ISF file (plain or .xz)
+	// describing this kernel; its symbols and types override the image's.
+	ISF string
 	// Override, if set, is a profile whose symbols and types override
-	// the image's: for instance one read from a Volatility 3 ISF file
-	// with profile.OpenISF.
+	// the image's, applied after ISF.
 	Override *profile.Profile
 	// Logger receives cache misses and override notes; nil discards.
 	Logger *slog.Logger
@@ -93,6 +95,18 @@ func Profile(path string, opts Options) (*profile.Profile, error) {
 		}
 		if n := p.OverrideSymbols(syms); n > 0 {
 			log.Info("System.map moved symbols", "path", opts.SystemMap, "changed", n)
+		}
+	}
+	if opts.ISF != "" {
+		isf, err := profile.OpenISF(opts.ISF)
+		if err != nil {
+			return nil, err
+		}
+		if isf.Metadata.Windows != nil {
+			return nil, fmt.Errorf("ISF %s describes a Windows kernel, not %q", opts.ISF, p.Name)
+		}
+		if n := p.Override(isf.Profile); n > 0 {
+			log.Info("ISF moved symbols", "path", opts.ISF, "changed", n)
 		}
 	}
 	if opts.Override != nil {
