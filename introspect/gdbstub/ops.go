@@ -326,21 +326,30 @@ func (c *Client) Wait(ctx context.Context) (*Stop, error) {
 		c.conn.SetReadDeadline(time.Now())
 		close(woke)
 	})
-	defer func() {
-		if !stop() {
+	// quiesce makes sure the wake-up is not pending, so that it cannot
+	// cut short a later read.
+	quiet := false
+	quiesce := func() {
+		if !quiet && !stop() {
 			<-woke
 		}
-	}()
+		quiet = true
+	}
+	defer quiesce()
 	for {
+		if ctx.Err() != nil {
+			quiesce()
+			return c.interrupt(ctx.Err())
+		}
 		c.conn.SetReadDeadline(time.Time{})
 		if ctx.Err() != nil {
-			return c.interrupt(ctx.Err())
+			continue // the wake-up may have run before the reset
 		}
 		_, err := c.r.Peek(1)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() != nil {
-				return c.interrupt(ctx.Err())
+				continue
 			}
 			return nil, c.fail(fmt.Errorf("wait for stop: %w", err))
 		}

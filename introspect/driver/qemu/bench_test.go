@@ -1,0 +1,124 @@
+package qemu
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+)
+
+// BenchmarkBreakpointHit measures breakpoint hits per second on the live
+// test guest: a breakpoint on ksys_write while the guest loops its
+// workload; each iteration is one hit answered (step over, continue).
+// Besides ns/op it reports hits/s and the guest's workload records per
+// second with and without the breakpoint (the slowdown monitoring costs).
+func BenchmarkBreakpointHit(b *testing.B) {
+	g, assets := liveGuest(b)
+	d := openLive(b, g, true)
+	o := kernelOS(b, d, assets)
+	fn, err := o.Symbol("ksys_write")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		b.Fatal(err)
+	}
+	// Workload rate without breakpoints (attached, but nothing to stop at).
+	if err := d.Resume(); err != nil {
+		b.Fatal(err)
+	}
+	free := recordRate(g, 5*time.Second)
+	if err := d.Pause(); err != nil {
+		b.Fatal(err)
+	}
+	if err := d.InsertBreakpoint(fn); err != nil {
+		b.Fatal(err)
+	}
+	rateCh := make(chan float64, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { rateCh <- recordRateCtx(ctx, g) }()
+	var steps time.Duration
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
+		ev, err := d.WaitEvent(wctx)
+		wcancel()
+		if err != nil {
+			b.Fatalf("hit %d: %v", i, err)
+		}
+		if ev.Regs.RIP != uint64(fn) {
+			b.Fatalf("hit at %#x, want %v", ev.Regs.RIP, fn)
+		}
+		s := time.Now()
+		if err := d.Respond(ev, driver.Response{}); err != nil {
+			b.Fatal(err)
+		}
+		steps += time.Since(s)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cancel()
+	monitored := <-rateCh
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "hits/s")
+	b.ReportMetric(float64(steps.Microseconds())/float64(b.N), "respond-µs/hit")
+	b.ReportMetric(free, "records/s-free")
+	b.ReportMetric(monitored, "records/s-monitored")
+	if err := d.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// recordRate counts the guest's workload records per second for d.
+func recordRate(g *testguest.Guest, d time.Duration) float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return recordRateCtx(ctx, g)
+}
+
+// recordRateCtx counts the guest's workload records per second until ctx
+// ends.
+func recordRateCtx(ctx context.Context, g *testguest.Guest) float64 {
+	start := time.Now()
+	n := 0
+	for range g.Records(ctx) {
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkReadPhysical compares the two physical read paths on the live
+// guest (stopped): the mapped RAM file and gdbstub m packets in QEMU's
+// physical mode.
+func BenchmarkReadPhysical(b *testing.B) {
+	g, _ := liveGuest(b)
+	d := openLive(b, g, true)
+	regs, err := d.Registers(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pa := introspect.Pa(regs.TranslationRoot()) // a page that surely is RAM
+	for _, size := range []int{8, 4096} {
+		buf := make([]byte, size)
+		b.Run("mmap/"+strconv.Itoa(size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				if err := d.ReadPhysical(pa, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("gdbstub/"+strconv.Itoa(size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				if err := d.ReadPhysicalGDB(pa, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
