@@ -113,6 +113,7 @@ type Manager struct {
 	// leftovers are shadows whose teardown failed; retried later.
 	leftovers []*page
 	buf       []byte
+	spare     [][]byte
 }
 
 type vaView struct {
@@ -338,8 +339,9 @@ func (m *Manager) shadow(pk pageKey, off uint16) (p *page, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("get access of %v: %w", pk.gfn, err)
 	}
-	orig := make([]byte, introspect.PageSize)
+	orig := m.pageBuf()
 	if err := m.d.ReadPhysical(pk.gfn.Pa(), orig); err != nil {
+		m.spare = append(m.spare, orig)
 		return nil, fmt.Errorf("copy %v: %w", pk.gfn, err)
 	}
 	shadow, err := m.d.AllocateFrame()
@@ -431,7 +433,24 @@ func (m *Manager) teardown(p *page) error {
 	if err := m.d.FreeFrame(p.shadow); err != nil {
 		return fmt.Errorf("free shadow %v: %w", p.shadow, err)
 	}
+	if len(m.spare) < maxSpare {
+		m.spare = append(m.spare, p.orig)
+	}
+	p.orig = nil
 	return nil
+}
+
+// maxSpare bounds the page buffers kept for reuse: a page that is paged out
+// and in repeatedly does not allocate each time.
+const maxSpare = 16
+
+func (m *Manager) pageBuf() []byte {
+	if n := len(m.spare); n > 0 {
+		b := m.spare[n-1]
+		m.spare = m.spare[:n-1]
+		return b
+	}
+	return make([]byte, introspect.PageSize)
 }
 
 func (m *Manager) retryLeftovers(pk pageKey) error {

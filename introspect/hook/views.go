@@ -122,8 +122,9 @@ type Views struct {
 	unanswered *driver.Event
 	closed     bool
 
-	hit Hit // reused for every HandleHit call
-	c   viewsCounters
+	hit     Hit     // reused for every HandleHit call
+	byteBuf [1]byte // reused for INT3 checks
+	c       viewsCounters
 }
 
 var _ Engine = (*Views)(nil)
@@ -381,8 +382,8 @@ func (v *Views) interrupt(ev *driver.Event, h Handler) driver.Response {
 		return driver.Response{}
 	}
 	// The guest's own INT3 is in its own frame; ours only in shadows.
-	var own [1]byte
-	if err := v.drv.ReadPhysical(pa, own[:]); err != nil {
+	own := v.byteBuf[:]
+	if err := v.drv.ReadPhysical(pa, own); err != nil {
 		v.c.errors.Add(1)
 		v.log.Warn("read breakpoint byte", "vcpu", ev.VCPU, "rip", va, "err", err)
 		return driver.Response{} // retry

@@ -154,7 +154,14 @@ func (m *Machine) Script(v introspect.VCPU, ops ...Op) error {
 	if int(v) >= len(m.vcpus) {
 		return fmt.Errorf("sim: no vCPU %d", v)
 	}
-	m.vcpus[v].script = append(m.vcpus[v].script, ops...)
+	c := m.vcpus[v]
+	if c.pc > 0 && c.pc >= len(c.script)/2 {
+		// Drop the executed ops so that long runs stay flat in memory.
+		n := copy(c.script, c.script[c.pc:])
+		clear(c.script[n:])
+		c.script, c.pc = c.script[:n], 0
+	}
+	c.script = append(c.script, ops...)
 	return nil
 }
 
