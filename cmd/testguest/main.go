@@ -49,7 +49,8 @@ func run(args []string) error {
 	}
 	fs := flag.NewFlagSet(args[0], flag.ExitOnError)
 	cache := fs.String("cache", "", "cache directory (default $VMI_TESTGUEST_CACHE or ~/.cache/vmi-exporter/testguest)")
-	dir := fs.String("dir", "", "directory for sockets and RAM file (default: a new temporary directory)")
+	dir := fs.String("dir", "", "directory for the sockets (default: a new temporary directory)")
+	ramDir := fs.String("ramdir", "", "directory for the guest RAM file (default /dev/shm)")
 	qemu := fs.String("qemu", "", "qemu-system-x86_64 binary (default $VMI_QEMU or PATH)")
 	datadir := fs.String("datadir", "", "QEMU data directory passed as -L (default $VMI_QEMU_DATADIR)")
 	qemuDeb := fs.String("qemu-deb", "", "use qemu-system-x86 of this Debian version, unpacked into the cache (\"bookworm\": Debian 12's 7.2)")
@@ -74,7 +75,7 @@ func run(args []string) error {
 
 	enc := json.NewEncoder(os.Stdout)
 	opts := testguest.Options{
-		Dir: *dir, QEMU: *qemu, QEMUDataDir: *datadir, MemoryMiB: *mem, CPUs: *cpus, CPU: *cpu,
+		Dir: *dir, RAMDir: *ramDir, QEMU: *qemu, QEMUDataDir: *datadir, MemoryMiB: *mem, CPUs: *cpus, CPU: *cpu,
 		LoopIntervalMS: *loop, Log: log,
 	}
 	if *qemuDeb != "" || args[0] == "qemu" {

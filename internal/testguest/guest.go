@@ -19,10 +19,14 @@ import (
 
 // Options configure Boot. The zero value boots with defaults.
 type Options struct {
-	// Dir holds the sockets and the RAM file. If empty, Boot creates a
-	// temporary directory and Close removes it. Unix socket paths are limited
-	// to 107 bytes, so keep it short.
+	// Dir holds the sockets. If empty, Boot creates a temporary directory
+	// and Close removes it. Unix socket paths are limited to 107 bytes, so
+	// keep it short.
 	Dir string
+	// RAMDir holds the guest RAM file. If empty, /dev/shm when it exists
+	// (RAM-backed, so QEMU's dirty pages are never written back to a disk),
+	// else Dir. Close removes the file.
+	RAMDir string
 	// QEMU is the qemu-system-x86_64 binary: this, else $VMI_QEMU, else the
 	// one in PATH.
 	QEMU string
@@ -55,7 +59,7 @@ type Options struct {
 
 // Guest is a running test guest.
 type Guest struct {
-	// Dir holds the sockets and the RAM file.
+	// Dir holds the sockets.
 	Dir string
 	// QMPSocket is the QMP unix socket.
 	QMPSocket string
@@ -105,7 +109,8 @@ type subscription struct {
 }
 
 // Boot starts QEMU with the assets and returns once its sockets exist. Use
-// WaitReady to wait for the guest's workload to be ready.
+// WaitReady to wait for the guest's workload to be ready. ctx bounds only the
+// start; the guest runs until Close or Kill.
 func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 	log := o.Log
 	if log == nil {
@@ -165,12 +170,29 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 		// The loop starts after the boot's "VMI idle"; it owes one more.
 		g.pending, g.looping = 1, true
 	}
+	ramDir := o.RAMDir
+	if ramDir == "" {
+		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+			ramDir = "/dev/shm"
+		}
+	}
+	if ramDir != "" {
+		f, err := os.CreateTemp(ramDir, "vmitg-*.ram")
+		if err != nil {
+			g.cleanup()
+			return nil, fmt.Errorf("testguest: RAM file: %w", err)
+		}
+		f.Close()
+		g.RAMPath = f.Name()
+	}
 	if len(g.QMPSocket) > 107 {
 		g.cleanup()
 		return nil, fmt.Errorf("testguest: socket path %s too long for a unix socket", g.QMPSocket)
 	}
-	for _, p := range []string{g.QMPSocket, g.GDBSocket, g.RAMPath} {
-		_ = os.Remove(p) // stale from an earlier run in the same dir
+	for _, p := range []string{g.QMPSocket, g.GDBSocket, filepath.Join(dir, "ram")} {
+		if p != g.RAMPath {
+			_ = os.Remove(p) // stale from an earlier run in the same dir
+		}
 	}
 
 	kargs := []string{"console=ttyS0", "quiet", "loglevel=0", "panic=-1"}
@@ -605,12 +627,11 @@ func (g *Guest) Close() error {
 }
 
 func (g *Guest) cleanup() {
-	if g.ownDir {
-		_ = os.RemoveAll(g.Dir)
-		return
-	}
 	for _, p := range []string{g.QMPSocket, g.GDBSocket, g.RAMPath} {
 		_ = os.Remove(p)
+	}
+	if g.ownDir {
+		_ = os.RemoveAll(g.Dir)
 	}
 }
 
