@@ -41,6 +41,11 @@ type XenConfig struct {
 
 // ProfileConfig overrides how the OS layer finds kernel symbols and types.
 type ProfileConfig struct {
+	// KernelImage is the guest kernel's image (a Linux vmlinuz/bzImage or
+	// vmlinux): symbols from its kallsyms, types from its BTF. Without it
+	// the attacher finds the kernel banner in guest memory and takes the
+	// profile cached under that banner.
+	KernelImage string `koanf:"kernel_image" yaml:"kernel_image"`
 	SystemMap string `koanf:"system_map" yaml:"system_map"` // System.map file
 	ISF       string `koanf:"isf" yaml:"isf"`               // Volatility 3 ISF (JSON, optionally .xz)
 	CacheDir  string `koanf:"cache_dir" yaml:"cache_dir"`   // where built profiles are cached
