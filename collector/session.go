@@ -46,9 +46,9 @@ type ProfileConfig struct {
 	// the attacher finds the kernel banner in guest memory and takes the
 	// profile cached under that banner.
 	KernelImage string `koanf:"kernel_image" yaml:"kernel_image"`
-	SystemMap string `koanf:"system_map" yaml:"system_map"` // System.map file
-	ISF       string `koanf:"isf" yaml:"isf"`               // Volatility 3 ISF (JSON, optionally .xz)
-	CacheDir  string `koanf:"cache_dir" yaml:"cache_dir"`   // where built profiles are cached
+	SystemMap   string `koanf:"system_map" yaml:"system_map"` // System.map file
+	ISF         string `koanf:"isf" yaml:"isf"`               // Volatility 3 ISF (JSON, optionally .xz)
+	CacheDir    string `koanf:"cache_dir" yaml:"cache_dir"`   // where built profiles are cached
 }
 
 // Attacher connects to a guest. One Attacher serves every guest of its
