@@ -11,3 +11,11 @@ import _ "embed"
 //
 //go:embed testdata/win7sp1-fragment.json
 var win7Fragment string
+
+// win10Subset holds the structures and symbols of the Windows 10 22H2
+// (19041) profile that the builder and the OS layer use, copied from the
+// real ISF. It parses in microseconds, for fuzz targets whose workers
+// build a guest at start-up.
+//
+//go:embed testdata/win10-19041-subset.json
+var win10Subset string

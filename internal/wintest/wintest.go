@@ -123,8 +123,9 @@ var Profiles = []struct{ Name, File string }{
 	{"win11-21H2", "ntkrnlmp.pdb/0CE4A95C0CD782A7596B034D8648E585-1.json.xz"},
 }
 
-// LoadProfile reads a profile by name: one of Profiles, or "win7" for the
-// hand-written Windows 7 SP1 style fragment in this package's testdata.
+// LoadProfile reads a profile by name: one of Profiles, "win7" for the
+// hand-written Windows 7 SP1 style fragment in this package's testdata, or
+// "win10-subset" for the embedded subset of the Windows 10 profile.
 // Profiles are cached: callers must not modify them.
 func LoadProfile(name string) (*profile.ISF, error) {
 	profMu.Lock()
@@ -145,8 +146,11 @@ var (
 )
 
 func loadProfile(name string) (*profile.ISF, error) {
-	if name == "win7" {
+	switch name {
+	case "win7":
 		return profile.ParseISF([]byte(win7Fragment))
+	case "win10-subset":
+		return profile.ParseISF([]byte(win10Subset))
 	}
 	dir, err := ProfileDir()
 	if err != nil {

@@ -31,8 +31,10 @@ var (
 	forgeErr  error
 )
 
-// getForge builds one Windows 10 guest per fuzzing process, with a region
-// of kernel memory the fuzz inputs overwrite.
+// getForge builds one Windows 10 guest per fuzzing process (from the
+// embedded profile subset, which parses fast even with coverage
+// instrumentation), with a region of kernel memory the fuzz inputs
+// overwrite.
 func getForge(t testing.TB) *forge {
 	forgeOnce.Do(func() {
 		defer func() {
@@ -40,7 +42,7 @@ func getForge(t testing.TB) *forge {
 				forgeErr = fmt.Errorf("%v", r)
 			}
 		}()
-		s := newScene(t, "win10-22H2")
+		s := newScene(t, "win10-subset")
 		at, err := s.g.Alloc(forgeSize, introspect.PageSize)
 		if err != nil {
 			forgeErr = err
@@ -99,30 +101,36 @@ func handleSeeds(f *forge) [][]byte {
 	ot := g.Off("_EPROCESS", "ObjectTable")
 	tc := g.Off("_HANDLE_TABLE", "TableCode")
 	var out [][]byte
+	// Compact layout (inputs stay small, which keeps fuzzing fast):
+	// HANDLE_TABLE at 0x600, table pages at 0x700, 0x800, 0x900, a forged
+	// header at 0xa00.
 	for level := 0; level < 3; level++ {
 		s := f.newSeed()
-		s.put(ot, s.va(0x1000))
-		s.put(0x1000+tc, s.va(0x2000)|uint64(level))
-		leaf := introspect.Va(0x2000)
+		s.put(ot, s.va(0x600))
+		s.put(0x600+tc, s.va(0x700)|uint64(level))
+		leaf := introspect.Va(0x700)
 		if level > 0 {
-			s.put(0x2000, s.va(0x3000))
-			leaf = 0x3000
+			s.put(0x700, s.va(0x800))
+			leaf = 0x800
 		}
 		if level > 1 {
-			s.put(0x3000, s.va(0x3800))
-			leaf = 0x3800
+			s.put(0x800, s.va(0x900))
+			leaf = 0x900
 		}
 		// handle 4 -> the real file; handle 8 -> a forged header.
 		s.put(leaf+16, f.handleEntry(f.s.file-g.Off("_OBJECT_HEADER", "Body")))
-		s.put(leaf+32, f.handleEntry(f.at+0x1800))
-		out = append(out, s.b[:0x3900])
+		s.put(leaf+32, f.handleEntry(f.at+0xa00))
+		out = append(out, s.b[:0xa40])
 	}
 	return out
 }
 
+// headerBody is where FuzzObjectHeader's object body lies in the region.
+const headerBody introspect.Va = 0x200
+
 func headerSeeds(f *forge) [][]byte {
 	g := f.s.g
-	body := introspect.Va(0x2000)
+	body := headerBody
 	hdr := body - g.Off("_OBJECT_HEADER", "Body")
 	s := f.newSeed()
 	// A named File object whose name info lies in the forged region and
@@ -140,7 +148,7 @@ func headerSeeds(f *forge) [][]byte {
 	fn := body + g.Off("_FILE_OBJECT", "FileName")
 	binary.LittleEndian.PutUint16(s.b[fn:], 4)
 	s.put(fn+8, s.va(0x100))
-	return [][]byte{s.b[:0x2100]}
+	return [][]byte{s.b[:0x300]}
 }
 
 func unicodeSeeds(f *forge) [][]byte {
@@ -160,18 +168,19 @@ func listSeeds(f *forge) [][]byte {
 	links := f.s.g.Off("_EPROCESS", "ActiveProcessLinks")
 	head := uint64(f.s.g.Symbol("PsActiveProcessHead"))
 	s := f.newSeed()
-	// Three forged processes at 0, 0x1000, 0x2000, the last back to head.
+	// Three forged, overlapping processes at 0, 0x100, 0x200, the last
+	// back to head.
 	for i := introspect.Va(0); i < 3; i++ {
-		next := s.va((i+1)*0x1000 + links)
+		next := s.va((i+1)*0x100 + links)
 		if i == 2 {
 			next = head
 		}
-		s.put(i*0x1000+links, next)
-		s.put(i*0x1000+f.s.g.Off("_EPROCESS", "UniqueProcessId"), uint64(100+i))
+		s.put(i*0x100+links, next)
+		s.put(i*0x100+f.s.g.Off("_EPROCESS", "UniqueProcessId"), uint64(100+i))
 	}
 	loop := f.newSeed()
 	loop.put(links, loop.va(links))
-	return [][]byte{s.b[:0x2800], loop.b[:0x800]}
+	return [][]byte{s.b[:0x800], loop.b[:0x500]}
 }
 
 func FuzzHandleTable(fz *testing.F) {
@@ -203,7 +212,7 @@ func FuzzObjectHeader(fz *testing.F) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.load(t, data)
-		body := f.at + 0x2000
+		body := f.at + headerBody
 		f.s.os.ObjectTypeName(f.root(), body)
 		f.s.os.ObjectName(f.root(), body)
 		f.s.os.ObjectPath(f.root(), body)
@@ -292,10 +301,10 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		}
 	}
 	f.load(t, headerSeeds(f)[0])
-	if p, err := f.s.os.ObjectPath(f.root(), f.at+0x2000); err != nil || p != `\Device\xyzw` {
+	if p, err := f.s.os.ObjectPath(f.root(), f.at+headerBody); err != nil || p != `\Device\xyzw` {
 		t.Errorf("header seed path %q %v", p, err)
 	}
-	if typ, err := f.s.os.ObjectTypeName(f.root(), f.at+0x2000); err != nil || typ != "File" {
+	if typ, err := f.s.os.ObjectTypeName(f.root(), f.at+headerBody); err != nil || typ != "File" {
 		t.Errorf("header seed type %q %v", typ, err)
 	}
 	f.load(t, unicodeSeeds(f)[0])

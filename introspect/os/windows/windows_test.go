@@ -201,3 +201,112 @@ func TestWindowsOS(t *testing.T) {
 		})
 	}
 }
+
+// Forged structures give the package's sentinel errors.
+func TestForgedStructures(t *testing.T) {
+	for _, name := range []string{"win10-subset", "win7"} {
+		t.Run(name, func(t *testing.T) {
+			s := newScene(t, name)
+			g, o := s.g, s.os
+			root := g.Kernel.Root
+			put := func(va introspect.Va, v uint64) {
+				t.Helper()
+				var b [8]byte
+				for i := range b {
+					b[i] = byte(v >> (8 * i))
+				}
+				if err := g.Kernel.Write(va, b[:]); err != nil {
+					t.Fatal(err)
+				}
+				o.Memory().Cache.Flush()
+				o.FlushCaches()
+			}
+			get := func(va introspect.Va) uint64 {
+				var b [8]byte
+				if err := g.Kernel.Read(va, b[:]); err != nil {
+					t.Fatal(err)
+				}
+				var v uint64
+				for i := range b {
+					v |= uint64(b[i]) << (8 * i)
+				}
+				return v
+			}
+			// Table code of level 3.
+			tc := s.explorer.HandleTable + g.Off("_HANDLE_TABLE", "TableCode")
+			orig := get(tc)
+			put(tc, orig|3)
+			if _, err := o.HandleToObject(root, s.explorer.EPROCESS, hFile); !errors.Is(err, windows.ErrCorrupt) {
+				t.Errorf("level 3: %v", err)
+			}
+			// Table page in user space.
+			put(tc, 0x7fff0000)
+			if _, err := o.HandleToObject(root, s.explorer.EPROCESS, hFile); !errors.Is(err, windows.ErrCorrupt) {
+				t.Errorf("user-space table: %v", err)
+			}
+			put(tc, orig)
+			// Handles that cannot be.
+			for _, h := range []uint64{0, 1, 0x100000000, 0x7fffffff_fffffffc} {
+				if _, err := o.HandleToObject(root, s.explorer.EPROCESS, h); !errors.Is(err, windows.ErrBadHandle) {
+					t.Errorf("handle %#x: %v", h, err)
+				}
+			}
+			// A type index of 0 (cookie-decoded or plain).
+			hdr := o.ObjectHeader(s.event)
+			tiVA := hdr + g.Off("_OBJECT_HEADER", "TypeIndex")
+			ti := get(tiVA)
+			idx0 := uint64(0)
+			if o.Win8Handles() {
+				idx0 = uint64(byte(hdr>>8) ^ wintest.HeaderCookie)
+			}
+			put(tiVA, ti&^0xff|idx0)
+			if _, err := o.ObjectTypeName(root, s.event); !errors.Is(err, windows.ErrCorrupt) {
+				t.Errorf("type index 0: %v", err)
+			}
+			put(tiVA, ti)
+			// An object directory that names itself: a loop.
+			ni := o.ObjectHeader(g.DeviceDir) - 0x20 - 0x20 // creator info is nearer
+			dirVA := ni + g.Off("_OBJECT_HEADER_NAME_INFO", "Directory")
+			od := get(dirVA)
+			put(dirVA, uint64(g.DeviceDir))
+			if _, err := o.ObjectPath(root, g.Volume); !errors.Is(err, windows.ErrCorrupt) {
+				t.Errorf("directory loop: %v", err)
+			}
+			put(dirVA, od)
+			if p, err := o.ObjectPath(root, g.Volume); err != nil || p != g.VolumePath {
+				t.Errorf("restored path %q %v", p, err)
+			}
+			// UNICODE_STRING with an odd length, or a NULL buffer.
+			fn := s.file + g.Off("_FILE_OBJECT", "FileName")
+			us := get(fn)
+			put(fn, us&^0xffff|7)
+			if _, err := o.FileObjectPath(root, s.file); !errors.Is(err, windows.ErrCorrupt) {
+				t.Errorf("odd length: %v", err)
+			}
+			put(fn, us)
+			b := get(fn + 8)
+			put(fn+8, 0)
+			if _, err := o.FileObjectPath(root, s.file); !errors.Is(err, windows.ErrCorrupt) {
+				t.Errorf("NULL buffer: %v", err)
+			}
+			put(fn+8, b)
+			// A process list that loops.
+			links := s.cmd.EPROCESS + g.Off("_EPROCESS", "ActiveProcessLinks")
+			nx := get(links)
+			put(links, uint64(s.explorer.EPROCESS+g.Off("_EPROCESS", "ActiveProcessLinks")))
+			if _, err := o.Processes(root); !errors.Is(err, windows.ErrCorrupt) {
+				t.Errorf("looping list: %v", err)
+			}
+			put(links, nx)
+			// No kernel below a user-space LSTAR, nor within the bound.
+			regs, _ := g.M.Registers(0)
+			regs.LSTAR = 0x401000
+			if _, err := windows.FindKernel(o.Memory(), &regs); !errors.Is(err, windows.ErrNoKernel) {
+				t.Errorf("user LSTAR: %v", err)
+			}
+			if _, err := windows.FindKernelFrom(o.Memory(), root, g.Symbol("NtCreateFile"), 0x10000); !errors.Is(err, windows.ErrNoKernel) {
+				t.Errorf("bounded scan: %v", err)
+			}
+		})
+	}
+}
