@@ -204,3 +204,14 @@ func FuzzParseLine(f *testing.F) {
 		_ = m.Check()
 	})
 }
+
+// BenchmarkParseLine measures parsing one typical manifest line.
+func BenchmarkParseLine(b *testing.B) {
+	line := "VMI file path=/tmp/vmi/r12-w0-f1.dat pid=1234 opens=2 writes=2 bytes=63 round=12"
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok, err := ParseLine(line); !ok || err != nil {
+			b.Fatal(err)
+		}
+	}
+}
