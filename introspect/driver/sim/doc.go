@@ -110,9 +110,17 @@
 // # Building a guest
 //
 // Use NewAddressSpace and AddressSpace.Map/Map2M/MapNew to lay out page
-// tables (tables and frames come from the guest's frame pool, AllocGuestFrame),
-// AddressSpace.Write to fill memory, SetRegisters for CR3/GS base and the
-// rest, and Script to queue ops per vCPU:
+// tables (tables and frames come from the guest's frame pool, AllocGuestFrame
+// and AllocGuestFrames for 2 MiB pages; intermediate tables are created on
+// demand, present and writable, with Accessed clear so the first walk sets
+// it), AddressSpace.Clone for a process that shares the kernel's top-level
+// entries, AddressSpace.Write to fill memory (Poke for physical memory:
+// neither counts as a driver call), SetRegisters for CR3, GS bases, LSTAR
+// and the rest, and Script to queue ops per vCPU. A scripted call is
+// sim.Call(va, set), where set fills the argument registers (and RSP for
+// stack arguments) before the call executes; to make an argument page absent,
+// script sim.PageOut(va, 1) before the call, or clear the present bit with
+// AddressSpace.Entry and Poke while building:
 //
 //	m := sim.New(sim.Config{Frames: 1024, VCPUs: 2, Seed: 1})
 //	as, _ := m.NewAddressSpace(paging.Level4)
@@ -120,4 +128,6 @@
 //	_ = as.Write(0xffff_f800_0000_0100, []byte{0x55})
 //	m.SetRegisters(0, &amd64.Registers{CR3: uint64(as.Root)})
 //	m.Script(0, sim.Call(0xffff_f800_0000_0100, func(r *amd64.Registers) { r.RCX = 1 }))
+//
+// See Example for a complete run with the view engine (hook.NewViews).
 package sim
