@@ -246,7 +246,7 @@ func (c *Client) send(cmd string) error {
 			return nil
 		}
 		c.conn.SetReadDeadline(time.Now().Add(c.opt.Timeout))
-		b, err := c.r.ReadByte()
+		b, err := c.readAck()
 		if err != nil {
 			return c.fail(fmt.Errorf("read ack of %q: %w", cmd, err))
 		}
@@ -262,6 +262,42 @@ func (c *Client) send(cmd string) error {
 			return c.fail(fmt.Errorf("expected ack of %q, got %q: %w", cmd, b, ErrMalformed))
 		}
 	}
+}
+
+// readAck reads the stub's ack byte. QEMU 7.2 sends a stop reply of its own
+// when a debugger connects (it stops the guest), before acking the first
+// command: such a stop reply is taken and dropped ('?' asks again).
+func (c *Client) readAck() (byte, error) {
+	for range 4 {
+		b, err := c.r.ReadByte()
+		if err != nil || b != '$' {
+			return b, err
+		}
+		if err := c.unsolicited(); err != nil {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("too many unsolicited packets: %w", ErrMalformed)
+}
+
+// unsolicited reads a packet that arrived unasked while an ack was due;
+// only a stop reply is acceptable there.
+func (c *Client) unsolicited() error {
+	raw, ok, err := c.readBody()
+	if err != nil {
+		return c.fail(fmt.Errorf("unsolicited packet: %w", err))
+	}
+	if !ok {
+		return c.fail(fmt.Errorf("unsolicited packet with bad checksum: %w", ErrMalformed))
+	}
+	if _, err := c.conn.Write([]byte{'+'}); err != nil {
+		return c.fail(err)
+	}
+	if _, err := ParseStop(raw); err != nil {
+		return c.fail(fmt.Errorf("unsolicited packet %.40q: %w", raw, err))
+	}
+	c.log.Debug("gdb: unsolicited stop reply", "packet", string(raw))
+	return nil
 }
 
 // readPacket reads one packet and returns its decoded data. Stray acks are

@@ -26,6 +26,9 @@ type fakeStub struct {
 	// commands with '-'.
 	nakOnce map[string]bool
 	handle  func(s *fakeStub, cmd string)
+	// greetStop makes the stub send a stop reply before acking the first
+	// command, as QEMU 7.2 does when a debugger connects.
+	greetStop bool
 
 	mu   sync.Mutex
 	seen []string
@@ -96,6 +99,13 @@ func (s *fakeStub) serve() {
 			s.record("NAK " + cmd)
 			s.conn.Write([]byte{'-'})
 			continue
+		}
+		if s.greetStop {
+			s.greetStop = false
+			s.conn.Write(frame("T02thread:01;"))
+			if b, _ := s.r.ReadByte(); b != '+' {
+				s.t.Errorf("unsolicited stop acked with %q", b)
+			}
 		}
 		if !s.noAck {
 			s.conn.Write([]byte{'+'})
@@ -236,6 +246,13 @@ func TestRetransmitOnNAK(t *testing.T) {
 	cmds := strings.Join(st.commands(), "|")
 	if !strings.Contains(cmds, "NAK qfThreadInfo|qfThreadInfo") {
 		t.Errorf("no retransmission: %s", cmds)
+	}
+}
+
+func TestUnsolicitedStopAtConnect(t *testing.T) {
+	c := newPair(t, &fakeStub{greetStop: true}, Options{})
+	if c.TargetDesc() == nil {
+		t.Fatal("no target description after an unsolicited stop")
 	}
 }
 
