@@ -55,6 +55,9 @@ type Options struct {
 	VCPUs  int    // default 1
 	Frames int    // guest RAM in frames, default 8192 (32 MiB)
 	Seed   uint64 // scheduler seed
+	// Latency is sim.Config.Latency: how often a raised event waits while
+	// other vCPUs run.
+	Latency float64
 }
 
 // Guest is a synthetic Windows guest on a sim.Machine.
@@ -181,7 +184,7 @@ func New(isf *profile.ISF, opt Options) (*Guest, error) {
 		return nil, errors.New("wintest: profile is not a Windows profile")
 	}
 	g := &Guest{
-		M:       sim.New(sim.Config{Frames: opt.Frames, VCPUs: opt.VCPUs, Seed: opt.Seed}),
+		M:       sim.New(sim.Config{Frames: opt.Frames, VCPUs: opt.VCPUs, Seed: opt.Seed, Latency: opt.Latency}),
 		Prof:    isf.Profile,
 		Base:    KernelBase,
 		types:   map[uint8]introspect.Va{},

@@ -1,12 +1,14 @@
 package windows_test
 
 import (
+	"errors"
 	"log/slog"
 	"testing"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/windows"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/sim"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 )
 
@@ -76,6 +78,83 @@ func BenchmarkDecode(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(w.g.M.Calls("ReadPhysical")-reads0)/float64(b.N), "physreads/op")
+		})
+	}
+}
+
+// decodeHandler decodes every hit with its probe, as the collector's loop
+// does, without the exporter pipeline.
+type decodeHandler struct {
+	probes map[string]collector.Probe
+	events int
+	err    error
+}
+
+func (d *decodeHandler) HandleHit(h *hook.Hit) error {
+	p := d.probes[h.Hook.Tag]
+	var ev collector.Event
+	err := p.Decode(h, &ev)
+	if err == nil {
+		d.events++
+	} else if d.err == nil {
+		d.err = err
+	}
+	return err
+}
+func (d *decodeHandler) Notice(hook.Notice) {}
+
+// BenchmarkEngine measures one hooked call per iteration through the Views
+// engine on the model: the guest's INT3 event, the handler's decode with
+// all its memory reads, and the fast single-step response.
+func BenchmarkEngine(b *testing.B) {
+	for _, fn := range []string{probes.FuncFileCreate, probes.FuncFileWrite} {
+		b.Run(fn, func(b *testing.B) {
+			w := newWorld(b, "win10-22H2", 1)
+			ps, gos := decoder(b, w)
+			eng, err := hook.NewViews(w.g.M, hook.ViewsOptions{Cache: gos.OSLayer().Memory().Cache})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer eng.Close()
+			d := &decodeHandler{probes: map[string]collector.Probe{}}
+			for _, p := range ps {
+				d.probes[p.Name] = p
+				if err := eng.Add(hook.Hook{Addr: p.Addr, Root: p.Root, Global: true, Tag: p.Name}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			args := []uint64{hFile}
+			if fn == probes.FuncFileCreate {
+				args = []uint64{0x1000, 0x40100080, uint64(w.oa), 0x2000}
+			}
+			if err := w.g.M.Script(0, w.g.SwitchTo(0, w.notepad)...); err != nil {
+				b.Fatal(err)
+			}
+			call, err := w.g.Call(w.notepad, fn, args...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			run := func() {
+				if err := w.g.M.Script(0, call); err != nil {
+					b.Fatal(err)
+				}
+				if err := eng.Run(b.Context(), d); !errors.Is(err, sim.ErrIdle) {
+					b.Fatal(err)
+				}
+			}
+			run()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				run()
+				if i%1024 == 0 {
+					w.g.M.ResetObservations()
+				}
+			}
+			b.StopTimer()
+			if d.err != nil || d.events != b.N+1 {
+				b.Fatalf("%d events for %d calls, first error %v", d.events, b.N+1, d.err)
+			}
 		})
 	}
 }

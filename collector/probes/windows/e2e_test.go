@@ -41,12 +41,16 @@ const (
 )
 
 func newWorld(t testing.TB, name string, vcpus int) *world {
+	return newWorldSeed(t, name, vcpus, 7, 0)
+}
+
+func newWorldSeed(t testing.TB, name string, vcpus int, seed uint64, latency float64) *world {
 	t.Helper()
 	isf, err := wintest.LoadProfile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := wintest.New(isf, wintest.Options{VCPUs: vcpus, Seed: 7})
+	g, err := wintest.New(isf, wintest.Options{VCPUs: vcpus, Seed: seed, Latency: latency})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,11 +231,21 @@ type want struct {
 // on the model, for each layout: the scripted guest calls the hooked
 // functions from two vCPUs, pages a hooked page out and in, and pages out an
 // OBJECT_ATTRIBUTES page, and the collector must emit exactly the expected
-// events.
+// events. Each layout runs under several schedules of the two vCPUs.
 func TestEndToEnd(t *testing.T) {
+	type run struct {
+		profile string
+		seed    uint64
+		latency float64
+	}
+	var runs []run
 	for _, name := range wintest.ProfileNames {
-		t.Run(name, func(t *testing.T) {
-			w := newWorld(t, name, 2)
+		runs = append(runs, run{name, 7, 0}, run{name, 1, 0.3}, run{name, 99, 0.6})
+	}
+	for _, r := range runs {
+		name := r.profile
+		t.Run(fmt.Sprintf("%s/seed%d", name, r.seed), func(t *testing.T) {
+			w := newWorldSeed(t, name, 2, r.seed, r.latency)
 			g := w.g
 			var script0, script1 []sim.Op
 			call := func(s *[]sim.Op, p *wintest.Process, fn string, args ...uint64) {
