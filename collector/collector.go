@@ -38,6 +38,10 @@ type Options struct {
 	Logger       *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Once makes each supervisor attach only once: a failed attach or a
+	// failed session ends it, and Run returns the errors (for one-shot
+	// commands such as trace, where retrying forever would hide them).
+	Once bool
 }
 
 // Collector runs one supervisor per guest and the exporter queues.
@@ -101,17 +105,26 @@ func (c *Collector) Run(ctx context.Context) error {
 	for _, q := range c.p.queues {
 		go q.run()
 	}
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
 	for _, g := range c.o.Guests {
 		s := &supervisor{cfg: g, attacher: c.o.Attachers[g.Driver], o: &c.o, p: c.p,
 			log: c.o.Logger.With("domain", g.Name)}
 		c.o.Metrics.Up(g.Name, nil, false)
-		wg.Go(func() { s.run(ctx) })
+		wg.Go(func() {
+			if err := s.run(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("guest %s: %w", g.Name, err))
+				mu.Unlock()
+			}
+		})
 	}
 	wg.Wait()
 	cctx, cancel := context.WithTimeout(context.Background(), c.o.CloseTimeout)
 	defer cancel()
-	var errs []error
 	for _, q := range c.p.queues {
 		errs = append(errs, q.close(cctx))
 	}
@@ -128,7 +141,9 @@ type supervisor struct {
 	log      *slog.Logger
 }
 
-func (s *supervisor) run(ctx context.Context) {
+// run returns only when ctx ends, or, with Options.Once, after one
+// session (with its error).
+func (s *supervisor) run(ctx context.Context) error {
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     s.o.Backoff.Initial,
 		MaxInterval:         s.o.Backoff.Max,
@@ -140,7 +155,10 @@ func (s *supervisor) run(ctx context.Context) {
 		started := time.Now()
 		attached, err := s.session(ctx)
 		if ctx.Err() != nil {
-			return
+			return nil
+		}
+		if s.o.Once {
+			return err
 		}
 		// A session that lived longer than the longest delay was healthy:
 		// start over from the shortest delay. One that dies at once keeps
@@ -154,7 +172,7 @@ func (s *supervisor) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return nil
 		case <-t.C:
 		}
 	}

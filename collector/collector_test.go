@@ -320,3 +320,22 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// With Once, a failed attach ends Run with the error instead of retrying.
+func TestOnceReturnsAttachError(t *testing.T) {
+	a := &collectortest.Attacher{AttachErr: func(int) error { return errors.New("no such socket") }}
+	c, err := collector.New(collector.Options{
+		Guests:    []collector.GuestConfig{{Name: "g", Driver: "t"}},
+		Attachers: map[string]collector.Attacher{"t": a}, Once: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "guest g: attach: no such socket") {
+		t.Fatalf("err %v", err)
+	}
+	if n, _, _, _ := a.Stats(); n != 1 {
+		t.Errorf("%d attempts", n)
+	}
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/exporter/jsonl"
+	"github.com/vmi-exporter/vmi-exporter/exporter/otlp"
+	"github.com/vmi-exporter/vmi-exporter/exporter/promexp"
+	"github.com/vmi-exporter/vmi-exporter/internal/config"
+)
+
+// pipeline is a configured collector with its exporters.
+type pipeline struct {
+	collector *collector.Collector
+	metrics   *promexp.Metrics // nil without metrics
+	spans     string           // where spans go, for people
+}
+
+// pipelineOpts say how a command uses the pipeline.
+type pipelineOpts struct {
+	metrics bool      // serve Prometheus metrics (not for trace)
+	once    bool      // attach once, no retries (trace)
+	stdout  io.Writer // where jsonl.path "-" writes
+}
+
+// newPipeline builds the exporters and the collector of cfg.
+func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]collector.Attacher, po pipelineOpts, log *slog.Logger) (*pipeline, error) {
+	p := &pipeline{}
+	o := collector.Options{
+		Guests:    cfg.Guests,
+		Attachers: attachers,
+		Enabled:   cfg.Kinds(),
+		QueueSize: cfg.Queues.Size,
+		Backoff:   cfg.Backoff,
+		Logger:    log,
+		Once:      po.once,
+		// Rules: the rules engine (issue 6) builds them from cfg.Rules.
+	}
+	var sinks []collector.Sink
+	closeAll := func() {
+		for _, s := range sinks {
+			s.Close(context.Background())
+		}
+	}
+	if po.metrics {
+		p.metrics = promexp.New(promexp.Options{ProcessLabelCap: cfg.Metrics.ProcessLabelCap, Version: buildVersion()})
+		o.Metrics = p.metrics
+	}
+	if cfg.OTLP.Endpoint != "" || cfg.OTLP.File != "" {
+		exp, err := otlp.New(ctx, otlp.Options{
+			Endpoint: cfg.OTLP.Endpoint, Protocol: cfg.OTLP.Protocol, Insecure: cfg.OTLP.Insecure,
+			Headers: cfg.OTLP.Headers, File: cfg.OTLP.File, MaxOpenProcesses: cfg.OTLP.MaxOpenProcesses,
+			Version: buildVersion(), Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, exp)
+		o.Enrichers = append(o.Enrichers, exp.Tracker())
+		if p.metrics != nil {
+			p.metrics.Registry().MustRegister(exp.Collector())
+		}
+		p.spans = cfg.OTLP.File
+		if cfg.OTLP.Endpoint != "" {
+			p.spans = cfg.OTLP.Protocol + " " + cfg.OTLP.Endpoint
+		}
+	}
+	if cfg.JSONL.Path != "" {
+		if cfg.JSONL.Path == "-" {
+			sinks = append(sinks, jsonl.New(po.stdout, nil, 0))
+		} else {
+			w, err := jsonl.Open(cfg.JSONL.Path, 0)
+			if err != nil {
+				closeAll()
+				return nil, err
+			}
+			sinks = append(sinks, w)
+		}
+	}
+	o.Sinks = sinks
+	c, err := collector.New(o)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	p.collector = c
+	return p, nil
+}
+
+// serve runs the collector and, when there are metrics, the HTTP server,
+// until ctx ends or the server fails; then every session is closed and the
+// exporters flushed before it returns.
+func (p *pipeline) serve(ctx context.Context, web config.Web, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srvErr := make(chan error, 1)
+	if p.metrics != nil {
+		go func() {
+			err := p.metrics.ListenAndServe(ctx, promexp.ServerOptions{
+				ListenAddresses: []string{web.ListenAddress}, WebConfigFile: web.ConfigFile,
+				Version: buildVersion(), Logger: log,
+			})
+			if err != nil {
+				log.Error("metrics server failed", "err", err)
+				cancel()
+			}
+			srvErr <- err
+		}()
+	} else {
+		srvErr <- nil
+	}
+	err := p.collector.Run(ctx)
+	cancel()
+	if serr := <-srvErr; serr != nil {
+		err = errors.Join(serr, err)
+	}
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
+}
