@@ -1,6 +1,7 @@
 package windows_test
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -306,6 +307,45 @@ func TestForgedStructures(t *testing.T) {
 			}
 			if _, err := windows.FindKernelFrom(o.Memory(), root, g.Symbol("NtCreateFile"), 0x10000); !errors.Is(err, windows.ErrNoKernel) {
 				t.Errorf("bounded scan: %v", err)
+			}
+		})
+	}
+}
+
+// Images that are not the kernel, and MZ bytes that are not images, lying
+// between the kernel base and the syscall entry are skipped.
+func TestFindKernelSkipsDecoys(t *testing.T) {
+	for _, name := range []string{"win10-subset", "win7"} {
+		t.Run(name, func(t *testing.T) {
+			s := newScene(t, name)
+			g := s.g
+			hdr := make([]byte, introspect.PageSize)
+			if err := g.Kernel.Read(g.Base, hdr); err != nil {
+				t.Fatal(err)
+			}
+			hal := append([]byte(nil), hdr...)
+			i := bytes.Index(hal, []byte(g.CodeView.PDB))
+			copy(hal[i:], "hal.pdb\x00")
+			garbage := make([]byte, introspect.PageSize)
+			copy(garbage, "MZ")
+			garbage[0x3c] = 0xff
+			garbage[0x3d] = 0xff
+			for va, b := range map[introspect.Va][]byte{g.Base + 0x20000: hal, g.Base + 0x21000: garbage} {
+				if _, err := g.Kernel.MapNew(va, 1, 0); err != nil {
+					t.Fatal(err)
+				}
+				if err := g.Kernel.Write(va, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o := s.os
+			if cv, err := windows.ReadCodeView(o.Memory(), g.Kernel.Root, g.Base+0x20000); err != nil || cv.PDB != "hal.pdb" {
+				t.Fatalf("decoy CodeView %+v %v", cv, err)
+			}
+			regs, _ := g.M.Registers(0)
+			k, err := windows.FindKernel(o.Memory(), &regs)
+			if err != nil || k.Base != g.Base {
+				t.Errorf("FindKernel %v %v, want %v", k.Base, err, g.Base)
 			}
 		})
 	}
