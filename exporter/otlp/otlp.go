@@ -109,7 +109,10 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 		sdktrace.WithResource(res),
 		sdktrace.WithIDGenerator(gen),
 		sdktrace.WithSampler(sdktrace.AlwaysSample()),
-		sdktrace.WithBatcher(exp, o.BatchOptions...),
+		// Blocking: a stalled endpoint backs up into the collector's
+		// bounded queue, where drops are counted (vmi_events_dropped_total
+		// {exporter="otlp"}), instead of vanishing inside the SDK.
+		sdktrace.WithBatcher(exp, append([]sdktrace.BatchSpanProcessorOption{sdktrace.WithBlocking()}, o.BatchOptions...)...),
 	)
 	e.tracer = e.tp.Tracer("github.com/vmi-exporter/vmi-exporter/exporter/otlp")
 	e.tracker = &Tracker{ids: newLRU[procKey, trace.TraceID](o.MaxOpenProcesses, nil), gen: gen}
@@ -291,15 +294,25 @@ func kernelVersion(k string) string {
 }
 
 // Close ends the spans of processes still running (exit_seen=false),
-// flushes the batch processor and closes the span file.
+// flushes the batch processor and closes the span file. It gives up when
+// ctx ends (a stalled endpoint).
 func (e *Exporter) Close(ctx context.Context) error {
-	now := time.Now()
-	e.open.each(func(_ procKey, p *procSpan) {
-		p.span.SetAttributes(AttrExitSeen.Bool(false))
-		p.span.End(trace.WithTimestamp(now))
-	})
-	e.open = newLRU[procKey, *procSpan](1, nil)
-	err := e.tp.Shutdown(ctx)
+	done := make(chan error, 1)
+	go func() {
+		now := time.Now()
+		e.open.each(func(_ procKey, p *procSpan) {
+			p.span.SetAttributes(AttrExitSeen.Bool(false))
+			p.span.End(trace.WithTimestamp(now))
+		})
+		e.open = newLRU[procKey, *procSpan](1, nil)
+		done <- e.tp.Shutdown(ctx)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	if e.file != nil {
 		err = errors.Join(err, e.file.Close())
 	}
