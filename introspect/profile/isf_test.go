@@ -254,6 +254,11 @@ func TestSymbolStoreMissAndDownload(t *testing.T) {
 	if _, err := s.Download(context.Background(), PDBInfo{Database: "../x", GUID: "00"}); !errors.Is(err, ErrNoProfile) {
 		t.Fatalf("traversal err %v", err)
 	}
+	// A PDB already downloaded is not fetched again.
+	s = &SymbolStore{Dir: dir, Server: "http://" + addr}
+	if _, err := s.ForCodeView(context.Background(), cv); !errors.Is(err, ErrPDBNotConverted) || errors.Is(err, ErrSymbolServer) {
+		t.Fatalf("cached PDB: %v", err)
+	}
 	// No server: a plain miss.
 	s = &SymbolStore{Dir: t.TempDir()}
 	if _, err := s.ForCodeView(context.Background(), cv); !errors.Is(err, ErrNoProfile) || errors.Is(err, ErrSymbolServer) {
@@ -272,5 +277,17 @@ func BenchmarkReadISF(b *testing.B) {
 		if _, err := ReadISF(bytes.NewReader(data)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestISFFile(t *testing.T) {
+	p := filepath.Join(sharedProfiles(t), "ntkrnlmp.pdb", "606FF669409B00F7FC8C61A9C1670129-1.json.xz")
+	cv := CodeView{PDB: "ntkrnlmp.pdb", Age: 1, GUID: [16]byte{0x69, 0xf6, 0x6f, 0x60, 0x9b, 0x40, 0xf7, 0x00, 0xfc, 0x8c, 0x61, 0xa9, 0xc1, 0x67, 0x01, 0x29}}
+	if isf, err := ISFFile(p).ForCodeView(context.Background(), cv); err != nil || isf.Profile.Symbols["NtCreateFile"] == 0 {
+		t.Fatalf("matching file: %v", err)
+	}
+	cv.Age = 2
+	if _, err := ISFFile(p).ForCodeView(context.Background(), cv); !errors.Is(err, ErrNoProfile) {
+		t.Fatalf("other age: %v", err)
 	}
 }

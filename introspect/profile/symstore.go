@@ -128,6 +128,10 @@ func (s *SymbolStore) ForCodeView(ctx context.Context, cv CodeView) (*ISF, error
 	if err == nil || !errors.Is(err, ErrNoProfile) || s.Server == "" {
 		return isf, err
 	}
+	pdb := filepath.Join(s.Dir, info.Database, info.Key(), info.Database)
+	if st, serr := os.Stat(pdb); serr == nil && st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoProfile, pdb, ErrPDBNotConverted)
+	}
 	pdb, derr := s.Download(ctx, info)
 	if derr != nil {
 		return nil, errors.Join(err, derr)
@@ -190,4 +194,24 @@ func (s *SymbolStore) Download(ctx context.Context, info PDBInfo) (string, error
 		return "", fmt.Errorf("symbol store: %w", err)
 	}
 	return dst, nil
+}
+
+// ISFFile is a single ISF file given by the user instead of a store. Its
+// ForCodeView checks that the file describes the kernel's PDB.
+type ISFFile string
+
+// ForCodeView loads the file and checks its PDB GUID and age against cv.
+func (f ISFFile) ForCodeView(_ context.Context, cv CodeView) (*ISF, error) {
+	isf, err := OpenISF(string(f))
+	if err != nil {
+		return nil, err
+	}
+	w := isf.Metadata.Windows
+	if w == nil {
+		return nil, fmt.Errorf("%s is not a Windows profile: %w", f, ErrNoProfile)
+	}
+	if want := cv.Info(); !strings.EqualFold(w.Key(), want.Key()) || !strings.EqualFold(w.Database, want.Database) {
+		return nil, fmt.Errorf("%s describes %s/%s, the kernel is %s/%s: %w", f, w.Database, w.Key(), want.Database, want.Key(), ErrNoProfile)
+	}
+	return isf, nil
 }

@@ -75,11 +75,17 @@ func New(o *oswin.OS, k oswin.Kernel, root introspect.Pa, log *slog.Logger) (*Gu
 	return &Guest{os: o, kernel: k, root: kr, log: log}, nil
 }
 
+// ProfileSource finds the profile of a kernel from its CodeView record:
+// a *profile.SymbolStore, or a profile.ISFFile given by the user.
+type ProfileSource interface {
+	ForCodeView(ctx context.Context, cv profile.CodeView) (*profile.ISF, error)
+}
+
 // Attach finds the kernel of a Windows guest from vCPU 0 (which should be
-// paused), loads its profile from the store by the kernel's CodeView record
-// (downloading the PDB on a miss if the store has a server), and returns
+// paused), loads its profile from src by the kernel's CodeView record
+// (a store downloads the PDB on a miss if it has a server), and returns
 // the guest's collector view.
-func Attach(ctx context.Context, d driver.Driver, store *profile.SymbolStore, log *slog.Logger) (*Guest, error) {
+func Attach(ctx context.Context, d driver.Driver, src ProfileSource, log *slog.Logger) (*Guest, error) {
 	regs, err := d.Registers(0)
 	if err != nil {
 		return nil, fmt.Errorf("registers of vCPU 0: %w", err)
@@ -93,7 +99,7 @@ func Attach(ctx context.Context, d driver.Driver, store *profile.SymbolStore, lo
 	if err != nil {
 		return nil, err
 	}
-	isf, err := store.ForCodeView(ctx, k.CodeView)
+	isf, err := src.ForCodeView(ctx, k.CodeView)
 	if err != nil {
 		return nil, fmt.Errorf("profile for %s %s: %w", k.CodeView.PDB, k.CodeView.Info().Key(), err)
 	}
