@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
 	"github.com/ulikunitz/xz/lzma"
@@ -225,6 +226,14 @@ func Decompress(p []byte) ([]byte, Compression, error) {
 			return out, c, nil
 		}
 		r = lz4.NewReader(bytes.NewReader(p)) // the modern frame format
+	case CompressionZstd:
+		z, err := zstd.NewReader(bytes.NewReader(p),
+			zstd.WithDecoderMaxMemory(MaxVmlinuxSize), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, c, fmt.Errorf("zstd payload: %w", err)
+		}
+		defer z.Close()
+		r = z
 	default:
 		return nil, c, fmt.Errorf("payload compression %v (magic % x) is not supported: %w", c, p[:min(len(p), 6)], ErrFormat)
 	}
