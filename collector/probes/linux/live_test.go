@@ -15,6 +15,8 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
@@ -82,6 +84,11 @@ type recorder struct {
 	notices map[hook.NoticeKind]int
 	hits    int
 	decode  time.Duration // total time in Decode
+	// last is each vCPU's previous hit; rereported lists hits identical
+	// to it.
+	last       map[introspect.VCPU]amd64.Registers
+	rereported []string
+	trace      []string // one line per hit
 }
 
 func (r *recorder) HandleHit(h *hook.Hit) error {
@@ -94,6 +101,16 @@ func (r *recorder) HandleHit(h *hook.Hit) error {
 	defer r.mu.Unlock()
 	r.hits++
 	r.decode += dt
+	// The same vCPU stopping twice in a row at a hook with identical
+	// registers means one execution was reported twice (a guest cannot
+	// call a function again without any register changing).
+	if prev, ok := r.last[h.Ev.VCPU]; ok && prev == h.Ev.Regs {
+		r.rereported = append(r.rereported, fmt.Sprintf("vCPU %d %s rip %#x rsp %#x", h.Ev.VCPU, p.Name, prev.RIP, prev.RSP))
+	}
+	r.last[h.Ev.VCPU] = h.Ev.Regs
+	rg := &h.Ev.Regs
+	r.trace = append(r.trace, fmt.Sprintf("#%d vcpu%d %s rsp=%#x rflags=%#x rdi=%#x rsi=%#x cr3=%#x pid=%d err=%v",
+		r.hits, h.Ev.VCPU, p.Name, rg.RSP, rg.RFLAGS, rg.RDI, rg.RSI, rg.CR3, ev.Process.PID, err))
 	switch {
 	case err == nil:
 		r.events = append(r.events, ev)
@@ -140,7 +157,8 @@ func TestLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{}}
+	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{},
+		last: map[introspect.VCPU]amd64.Registers{}}
 	eng := hook.NewNative(d, hook.WithFlush(o.Flush))
 	for _, p := range ps {
 		rec.probes[p.Name] = p
@@ -176,10 +194,16 @@ func TestLive(t *testing.T) {
 	defer rec.mu.Unlock()
 	t.Logf("%d rounds in %v: %d hits (%.0f/s), decode %v/hit, %d events, skips %v, notices %v", rounds, elapsed, rec.hits,
 		float64(rec.hits)/elapsed.Seconds(), rec.decode/time.Duration(max(rec.hits, 1)), len(rec.events), rec.skips, rec.notices)
+	if len(rec.rereported) > 0 {
+		t.Errorf("%d hits re-reported with identical registers (driver delivered one execution twice): %v", len(rec.rereported), rec.rereported)
+	}
 	for name, es := range rec.errs {
 		t.Errorf("probe %s: %d decode errors, first: %v", name, len(es), es[0])
 	}
 	checkManifest(t, man, rec.events)
+	if t.Failed() {
+		t.Logf("hits:\n%s", strings.Join(rec.trace, "\n"))
+	}
 }
 
 // checkManifest compares events with what the workload reported: every
