@@ -102,6 +102,16 @@ type vcpuState struct {
 //   - a handler error that is a missing guest page: #PF injected for that
 //     address and the vCPU resumed without stepping, so it re-executes the
 //     INT3 once the guest has paged the memory in.
+//
+// Run handles one event at a time; a Handler must not call Add, Remove or
+// Close. Cancel Run's context and let it return before calling Close.
+//
+// Known limits: when several hooks share an address and a later one needs
+// a page fault, the earlier ones see the hit again after the retry. Between
+// a hit and the vCPU's step over it, or between a page-table store and its
+// single-step event, another vCPU can page the hooked page out or run it
+// before it is re-armed; on hardware these windows last microseconds, and
+// the model's Latency option measures them (see TestViewsEventLatency).
 type Views struct {
 	drv  ViewsDriver
 	inj  driver.Injector

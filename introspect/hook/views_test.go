@@ -225,11 +225,13 @@ func TestViewsFaultInjection(t *testing.T) {
 		if name == "Close" || n == 0 {
 			continue // the engine does not close the driver; unused calls
 		}
-		for _, nth := range positions(n) {
+		pos := positions(n)
+		if testing.Short() {
+			pos = pos[:min(len(pos), 3)]
+		}
+		for _, nth := range pos {
 			runs++
 			w := baseline()
-			s := &script{}
-			_ = s
 			w.m.Fail(name, nth)
 			rec := newHitLog(w)
 			e, aerr := w.attach(rec, ViewsOptions{})
@@ -283,8 +285,12 @@ func positions(n int) []int {
 // TestViewsAttachDetachByteIdentical attaches and detaches with a failure
 // in each setup and teardown call, and compares guest RAM byte for byte.
 func TestViewsAttachDetachByteIdentical(t *testing.T) {
+	maxNth := 12
+	if testing.Short() {
+		maxNth = 3
+	}
 	for _, name := range sim.DriverCalls {
-		for nth := 1; nth <= 12; nth++ {
+		for nth := 1; nth <= maxNth; nth++ {
 			w := newWorld(t, 2, 1, 0)
 			// Page B out, so that one hook is pending.
 			pte, v, err := w.k.Entry(codeB, 1)
