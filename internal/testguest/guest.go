@@ -338,23 +338,11 @@ func (g *Guest) handleLine(line string) {
 		g.log.Warn("bad manifest line", "line", line, "err", err)
 		return
 	}
-	first := false
-	if rec.Kind == KindIdle {
-		select {
-		case <-g.ready:
-		default:
-			// The boot's "VMI idle" answers no command.
-			first = true
-			g.readyAt = time.Now()
-			close(g.ready)
-		}
-	}
 	g.mu.Lock()
-	if rec.Kind == KindIdle && !first && g.pending > 0 {
-		g.pending--
-		close(g.idleChanged)
-		g.idleChanged = make(chan struct{})
-	}
+	defer g.mu.Unlock()
+	// Hand the record to current subscribers before marking the guest
+	// ready: a subscriber that joins because of this idle (Run after
+	// WaitReady) must not receive it.
 	for s := range g.subs {
 		select {
 		case s.ch <- rec:
@@ -362,7 +350,22 @@ func (g *Guest) handleLine(line string) {
 			s.overflow = true
 		}
 	}
-	g.mu.Unlock()
+	if rec.Kind != KindIdle {
+		return
+	}
+	select {
+	case <-g.ready:
+	default:
+		// The boot's "VMI idle" answers no command.
+		g.readyAt = time.Now()
+		close(g.ready)
+		return
+	}
+	if g.pending > 0 {
+		g.pending--
+		close(g.idleChanged)
+		g.idleChanged = make(chan struct{})
+	}
 }
 
 func (g *Guest) subscribe() *subscription {
