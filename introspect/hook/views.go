@@ -84,6 +84,14 @@ type vcpuState struct {
 	stepping bool           // we toggled single-step on
 	written  introspect.Gfn // a shadowed frame it wrote, to resync
 	wrote    bool
+
+	// After a page fault injected for hook number retryIdx of retryKey,
+	// the vCPU re-executes the address; the hooks before that one already
+	// had the hit. retryRSP tells the retry from a new call.
+	retry    bool
+	retryKey bpm.Key
+	retryIdx int
+	retryRSP uint64
 }
 
 // Views is the Engine for hypervisors with alternate views (Xen altp2m,
@@ -106,8 +114,11 @@ type vcpuState struct {
 // Run handles one event at a time; a Handler must not call Add, Remove or
 // Close. Cancel Run's context and let it return before calling Close.
 //
-// Known limits: when several hooks share an address and a later one needs
-// a page fault, the earlier ones see the hit again after the retry. Between
+// When several hooks share an address and a later one needs a page fault,
+// the retry (same vCPU, address and stack pointer) resumes at that hook, so
+// the earlier ones see the hit once.
+//
+// Known limits: between
 // a hit and the vCPU's step over it, or between a page-table store and its
 // single-step event, another vCPU can page the hooked page out or run it
 // before it is re-armed; on hardware these windows last microseconds, and
@@ -420,7 +431,16 @@ func (v *Views) interrupt(ev *driver.Event, h Handler) driver.Response {
 // deliver hands the hit to every hook of b. It reports false when it
 // injected a page fault, so the vCPU must re-execute the hooked address.
 func (v *Views) deliver(ev *driver.Event, b *bpm.Breakpoint, h Handler) bool {
-	for _, hk := range v.hooks[b.Key] {
+	st := v.state(ev.VCPU)
+	hooks := v.hooks[b.Key]
+	first := 0
+	if st.retry {
+		st.retry = false
+		if st.retryKey == b.Key && st.retryRSP == ev.Regs.RSP && st.retryIdx < len(hooks) {
+			first = st.retryIdx
+		}
+	}
+	for i, hk := range hooks[first:] {
 		v.c.hits.Add(1)
 		v.hit = Hit{Hook: hk, Ev: ev}
 		err := h.HandleHit(&v.hit)
@@ -446,6 +466,7 @@ func (v *Views) deliver(ev *driver.Event, b *bpm.Breakpoint, h Handler) bool {
 			continue
 		}
 		v.c.pfInjected.Add(1)
+		st.retry, st.retryKey, st.retryIdx, st.retryRSP = true, b.Key, first+i, ev.Regs.RSP
 		h.Notice(Notice{Kind: NoticePageFaultInjected, VCPU: ev.VCPU, Tag: hk.Tag, Addr: fva})
 		return false
 	}

@@ -3,6 +3,7 @@ package hook
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -340,4 +341,42 @@ func TestNewViewsNeedsViews(t *testing.T) {
 	if !strings.Contains(err.Error(), "views") {
 		t.Fatal(err)
 	}
+}
+
+// pickyHandler fails the first hit of one tag with a page fault.
+type pickyHandler struct {
+	*hitLog
+	tag    string
+	failed bool
+}
+
+func (p *pickyHandler) HandleHit(h *Hit) error {
+	if h.Hook.Tag == p.tag && !p.failed {
+		p.failed = true
+		return fmt.Errorf("read: %w", &paging.TranslationError{VA: kdata, Err: paging.ErrNotPresent})
+	}
+	return p.hitLog.HandleHit(h)
+}
+
+// TestViewsSharedAddressRetry: with two hooks at one address, a page fault
+// in the second does not make the first see the hit twice.
+func TestViewsSharedAddressRetry(t *testing.T) {
+	w := newWorld(t, 1, 1, 0)
+	s := &script{ops: [][]sim.Op{{call(f1, false, 1), call(f1, false, 2)}}}
+	w.load(t, s)
+	rec := newHitLog(w)
+	e, err := w.attach(rec, ViewsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runToIdle(e, &pickyHandler{hitLog: rec, tag: "f1b"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.PageFaultsInjected != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.check(t, s, rec, true)
 }
