@@ -376,3 +376,33 @@ func TestEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+func TestSourceFor(t *testing.T) {
+	w := newWorld(t, "win10-22H2", 1)
+	dir, err := wintest.ProfileDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, wintest.Profiles[0].File)
+	for _, pc := range []collector.ProfileConfig{{ISF: file}, {CacheDir: dir}} {
+		src, err := probes.SourceFor(pc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := probes.Attach(t.Context(), w.g.M, src, nil)
+		if err != nil {
+			t.Fatalf("%+v: %v", pc, err)
+		}
+		if g.Kernel() != "ntkrnlmp.pdb/606FF669409B00F7FC8C61A9C16701291" {
+			t.Errorf("kernel %s", g.Kernel())
+		}
+	}
+	if _, err := probes.SourceFor(collector.ProfileConfig{}); err == nil {
+		t.Error("no source accepted")
+	}
+	// A guest whose kernel is not in the store: a clear error naming it.
+	other := newWorld(t, "win11-21H2", 1)
+	if _, err := probes.Attach(t.Context(), other.g.M, profile.ISFFile(file), nil); !errors.Is(err, profile.ErrNoProfile) {
+		t.Errorf("wrong ISF: %v", err)
+	}
+}

@@ -304,3 +304,16 @@ func (g *Guest) decodeExit(h *hook.Hit, ev *collector.Event) error {
 	ev.Process.PEB = 0 // the address space is being torn down
 	return nil
 }
+
+// SourceFor returns where a guest's Windows profile comes from: the ISF
+// file the configuration names, or else a symbol store in its cache
+// directory that downloads from Microsoft's symbol server on a miss.
+func SourceFor(pc collector.ProfileConfig) (ProfileSource, error) {
+	if pc.ISF != "" {
+		return profile.ISFFile(pc.ISF), nil
+	}
+	if pc.CacheDir == "" {
+		return nil, errors.New("windows profile: set profile.isf or profile.cache_dir (a symbol store of <pdb>/<GUID><age>.json[.xz])")
+	}
+	return profile.NewSymbolStore(pc.CacheDir), nil
+}
