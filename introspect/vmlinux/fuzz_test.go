@@ -37,6 +37,7 @@ func FuzzExtract(f *testing.F) {
 	f.Add(makeBzImage([]byte{0x02, 0x21, 0x4c, 0x18, 0x10, 0, 0, 0, 0xf0, 1, 2, 3}))
 	f.Add(makeBzImage([]byte{0xfd, '7', 'z', 'X', 'Z', 0, 0, 4}))
 	f.Add([]byte("\x7fELF"))
+	f.Add(makeBzImage([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x88, 0, 0, 0, 0}))
 	f.Fuzz(func(t *testing.T, image []byte) {
 		elf, _, _, err := Extract(image)
 		if err == nil && !bytes.HasPrefix(elf, []byte("\x7fELF")) {
