@@ -27,6 +27,11 @@ import (
 // liveOS boots the test guest, attaches with the QEMU driver over shared
 // RAM and finds the kernel. The guest is left paused.
 func liveOS(t testing.TB) (*testguest.Guest, *qemu.Driver, *oslinux.OS) {
+	return liveOSWith(t, testguest.Options{})
+}
+
+// liveOSWith is liveOS with boot options (Dir and Log are set here).
+func liveOSWith(t testing.TB, opts testguest.Options) (*testguest.Guest, *qemu.Driver, *oslinux.OS) {
 	t.Helper()
 	bin := os.Getenv("VMI_QEMU")
 	if bin == "" {
@@ -47,7 +52,8 @@ func liveOS(t testing.TB) (*testguest.Guest, *qemu.Driver, *oslinux.OS) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	g, err := testguest.Boot(ctx, assets, testguest.Options{Dir: dir, Log: log})
+	opts.Dir, opts.Log = dir, log
+	g, err := testguest.Boot(ctx, assets, opts)
 	if err != nil {
 		t.Fatalf("boot test guest: %v", err)
 	}
@@ -270,6 +276,38 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 			fmt.Fprintf(&b, "%s pid=%d ppid=%d name=%s image=%s path=%s\n", ev.Kind, ev.Process.PID, ev.Process.PPID, ev.Process.Name, ev.Process.Image, ev.Path)
 		}
 		t.Logf("events:\n%s", b.String())
+	}
+}
+
+// TestLiveLA57 finds the kernel of a guest on 5-level paging (CPU "max"),
+// whose direct map and per-cpu areas live below the 4-level kernel half,
+// and reads init's identity, image and open files.
+func TestLiveLA57(t *testing.T) {
+	_, _, o := liveOSWith(t, testguest.Options{CPU: "max"})
+	if o.Mode() != paging.Level5 {
+		t.Fatalf("paging mode %d, want 5-level", o.Mode())
+	}
+	init, err := findInit(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := o.ImagePath(&init)
+	if err != nil || img != "/bin/busybox" {
+		t.Errorf("init image %q, %v", img, err)
+	}
+	files, err := o.Files(init.Addr)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("init files %v, %v", files, err)
+	}
+	for _, f := range files {
+		p, err := o.FilePath(f.File)
+		t.Logf("init fd %d: %q", f.FD, p)
+		if err != nil || !strings.HasPrefix(p, "/") {
+			t.Errorf("init fd %d: %q, %v", f.FD, p, err)
+		}
+	}
+	if uint64(init.Addr) >= 0xffff_8000_0000_0000 {
+		t.Errorf("task at %v: not in the 5-level direct map", init.Addr)
 	}
 }
 

@@ -34,7 +34,7 @@ func (o *OS) Arg(regs *amd64.Registers, i int) (uint64, error) {
 // the kernel half are refused: a user pointer argument must not make the
 // introspector read kernel memory on the guest's behalf.
 func (o *OS) UserString(regs *amd64.Registers, va introspect.Va, max int) (string, error) {
-	if va == 0 || isKernelPtr(uint64(va)) {
+	if va == 0 || o.isKernelPtr(uint64(va)) {
 		return "", fmt.Errorf("user string at %v: %w", va, ErrBadPointer)
 	}
 	s, err := o.mem.ReadCString(UserRoot(regs), va, max)

@@ -55,8 +55,10 @@ const (
 	PathMax = 4096
 	// MaxDepth bounds a dentry walk (components plus mount crossings).
 	MaxDepth = 256
-	// kernelHalf is the lowest canonical kernel address (4-level paging).
-	kernelHalf = 0xffff_8000_0000_0000
+	// kernelHalf4 and kernelHalf5 are the lowest canonical kernel
+	// addresses under 4-level and 5-level paging.
+	kernelHalf4 = 0xffff_8000_0000_0000
+	kernelHalf5 = 0xff00_0000_0000_0000
 	// atFDCWD is AT_FDCWD.
 	atFDCWD = -100
 )
@@ -204,14 +206,22 @@ func modeOf(regs *amd64.Registers) paging.Mode {
 	return paging.Level4
 }
 
-func isKernelPtr(v uint64) bool { return v >= kernelHalf }
+// isKernelPtr reports whether v is in the kernel half of the address space.
+func (o *OS) isKernelPtr(v uint64) bool { return isKernelAddr(v, o.mode) }
+
+func isKernelAddr(v uint64, mode paging.Mode) bool {
+	if mode == paging.Level5 {
+		return v >= kernelHalf5
+	}
+	return v >= kernelHalf4
+}
 
 func (o *OS) ptr(va introspect.Va, what string) (introspect.Va, error) {
 	p, err := o.mem.ReadVa(o.kroot, va)
 	if err != nil {
 		return 0, fmt.Errorf("read %s at %v: %w", what, va, err)
 	}
-	if !isKernelPtr(uint64(p)) {
+	if !o.isKernelPtr(uint64(p)) {
 		return 0, fmt.Errorf("%s at %v = %#x: %w", what, va, uint64(p), ErrBadPointer)
 	}
 	return p, nil

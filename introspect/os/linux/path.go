@@ -22,7 +22,7 @@ type OpenFile struct {
 
 // FilePath returns the full path of a struct file, from its f_path.
 func (o *OS) FilePath(file introspect.Va) (string, error) {
-	if !isKernelPtr(uint64(file)) {
+	if !o.isKernelPtr(uint64(file)) {
 		return "", fmt.Errorf("file %v: %w", file, ErrBadPointer)
 	}
 	p := file + introspect.Va(o.off.filePath)
@@ -39,7 +39,7 @@ func (o *OS) FilePath(file introspect.Va) (string, error) {
 
 // FileMode returns the i_mode of the file's inode (f_inode).
 func (o *OS) FileMode(file introspect.Va) (uint16, error) {
-	if !isKernelPtr(uint64(file)) {
+	if !o.isKernelPtr(uint64(file)) {
 		return 0, fmt.Errorf("file %v: %w", file, ErrBadPointer)
 	}
 	var inode introspect.Va
@@ -98,7 +98,7 @@ func (o *OS) DentryPath(mnt, d introspect.Va) (string, error) {
 		nseen++
 		return nil
 	}
-	if !isKernelPtr(uint64(mnt)) || !isKernelPtr(uint64(d)) {
+	if !o.isKernelPtr(uint64(mnt)) || !o.isKernelPtr(uint64(d)) {
 		return "", fmt.Errorf("path (mnt %v, dentry %v): %w", mnt, d, ErrBadPointer)
 	}
 	root, err := o.ptr(mnt+introspect.Va(o.off.vfsmountRoot), "vfsmount mnt_root")
@@ -179,7 +179,7 @@ func (o *OS) dentryName(d introspect.Va) ([]byte, error) {
 
 // fdtable returns the task's current fd array and max_fds.
 func (o *OS) fdtable(task introspect.Va) (fd introspect.Va, max uint32, err error) {
-	if !isKernelPtr(uint64(task)) {
+	if !o.isKernelPtr(uint64(task)) {
 		return 0, 0, fmt.Errorf("task %v: %w", task, ErrBadPointer)
 	}
 	files, err := o.ptr(task+introspect.Va(o.off.taskFiles), "task files")
@@ -212,7 +212,7 @@ func (o *OS) FileOfFD(task introspect.Va, fd int) (introspect.Va, error) {
 	if err != nil {
 		return 0, fmt.Errorf("fd %d of task %v: %w", fd, task, err)
 	}
-	if f != 0 && !isKernelPtr(uint64(f)) {
+	if f != 0 && !o.isKernelPtr(uint64(f)) {
 		return 0, fmt.Errorf("fd %d of task %v = %#x: %w", fd, task, uint64(f), ErrBadPointer)
 	}
 	return f, nil
@@ -251,7 +251,7 @@ func (o *OS) Files(task introspect.Va) ([]OpenFile, error) {
 			if f == 0 {
 				continue
 			}
-			if !isKernelPtr(f) {
+			if !o.isKernelPtr(f) {
 				return out, fmt.Errorf("fd %d of task %v = %#x: %w", i+j, task, f, ErrBadPointer)
 			}
 			out = append(out, OpenFile{FD: i + j, File: introspect.Va(f)})
@@ -268,7 +268,7 @@ func (o *OS) Pwd(task introspect.Va) (string, error) {
 	if !o.off.hasFS || !o.off.hasPwd {
 		return "", fmt.Errorf("fs_struct.pwd not in profile")
 	}
-	if !isKernelPtr(uint64(task)) {
+	if !o.isKernelPtr(uint64(task)) {
 		return "", fmt.Errorf("task %v: %w", task, ErrBadPointer)
 	}
 	fs, err := o.ptr(task+introspect.Va(o.off.taskFS), "task fs")

@@ -35,9 +35,9 @@ func PerCPUBase(regs *amd64.Registers) (introspect.Va, error) {
 		first, second = second, first
 	}
 	switch {
-	case isKernelPtr(first):
+	case isKernelAddr(first, modeOf(regs)):
 		return introspect.Va(first), nil
-	case isKernelPtr(second):
+	case isKernelAddr(second, modeOf(regs)):
 		return introspect.Va(second), nil
 	}
 	return 0, fmt.Errorf("GS base %#x, kernel GS base %#x: %w", regs.GSBase, regs.KernelGSBase, ErrBadPointer)
@@ -81,7 +81,7 @@ func (o *OS) CurrentTasks() (tasks []Task, errs []error) {
 // Task reads the identity of the task_struct at addr.
 func (o *OS) Task(addr introspect.Va) (Task, error) {
 	t := Task{Addr: addr}
-	if !isKernelPtr(uint64(addr)) {
+	if !o.isKernelPtr(uint64(addr)) {
 		return t, fmt.Errorf("task %v: %w", addr, ErrBadPointer)
 	}
 	var err error
@@ -106,7 +106,7 @@ func (o *OS) Task(addr introspect.Va) (Task, error) {
 	if err != nil {
 		return t, fmt.Errorf("task %v mm: %w", addr, err)
 	}
-	if mm != 0 && !isKernelPtr(uint64(mm)) {
+	if mm != 0 && !o.isKernelPtr(uint64(mm)) {
 		return t, fmt.Errorf("task %v mm %#x: %w", addr, uint64(mm), ErrBadPointer)
 	}
 	t.MM = mm
@@ -131,7 +131,7 @@ func (o *OS) pids(task introspect.Va) (pid, tgid uint64, err error) {
 
 // Comm reads task_struct.comm (at most TaskCommLen-1 bytes).
 func (o *OS) Comm(task introspect.Va) (string, error) {
-	if !isKernelPtr(uint64(task)) {
+	if !o.isKernelPtr(uint64(task)) {
 		return "", fmt.Errorf("task %v: %w", task, ErrBadPointer)
 	}
 	var b [TaskCommLen]byte
@@ -158,7 +158,7 @@ func (o *OS) ImagePath(t *Task) (string, error) {
 	if f == 0 {
 		return "", nil
 	}
-	if !isKernelPtr(uint64(f)) {
+	if !o.isKernelPtr(uint64(f)) {
 		return "", fmt.Errorf("mm %v exe_file %#x: %w", t.MM, uint64(f), ErrBadPointer)
 	}
 	return o.FilePath(f)
@@ -171,7 +171,7 @@ func (o *OS) ThreadGroupLive(task introspect.Va) (live int32, ok bool, err error
 	if !o.off.hasSignal {
 		return 0, false, nil
 	}
-	if !isKernelPtr(uint64(task)) {
+	if !o.isKernelPtr(uint64(task)) {
 		return 0, true, fmt.Errorf("task %v: %w", task, ErrBadPointer)
 	}
 	sig, err := o.ptr(task+introspect.Va(o.off.taskSignal), "task signal")
@@ -191,7 +191,7 @@ func (o *OS) OpenHowFlags(how introspect.Va) (uint64, error) {
 	if !o.off.hasOpenHow {
 		return 0, fmt.Errorf("open_how.flags not in profile")
 	}
-	if !isKernelPtr(uint64(how)) {
+	if !o.isKernelPtr(uint64(how)) {
 		return 0, fmt.Errorf("open_how %v: %w", how, ErrBadPointer)
 	}
 	v, err := o.mem.ReadU64(o.kroot, how+introspect.Va(o.off.openHowFlags))
