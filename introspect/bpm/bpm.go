@@ -306,6 +306,21 @@ func (m *Manager) Resync(view introspect.View, gfn introspect.Gfn) error {
 	return nil
 }
 
+// Evict disarms every breakpoint on frame gfn in view, restoring the frame;
+// they stay pending until the page is paged in again. It is the fallback
+// when a shadow cannot be kept in sync with the frame.
+func (m *Manager) Evict(view introspect.View, gfn introspect.Gfn) error {
+	var errs []error
+	for _, b := range m.bps {
+		if b.Armed && b.View == view && b.Gfn == gfn {
+			if err := m.disarm(b); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // arm puts b's INT3 on frame gfn.
 func (m *Manager) arm(b *Breakpoint, gfn introspect.Gfn) error {
 	pk := pageKey{b.View, gfn}

@@ -512,8 +512,15 @@ func (v *Views) singleStep(ev *driver.Event, h Handler) driver.Response {
 		st.wrote = false
 		v.c.resyncs.Add(1)
 		if err := v.bpm.Resync(v.view, st.written); err != nil {
+			// A stale shadow would show the guest old code: retry, and
+			// failing that give the frame back to the guest.
 			v.c.errors.Add(1)
-			v.log.Warn("resync shadow", "gfn", st.written, "err", err)
+			if err2 := v.bpm.Resync(v.view, st.written); err2 != nil {
+				v.log.Warn("resync shadow; evicting its breakpoints", "gfn", st.written, "err", errors.Join(err, err2))
+				if err := v.bpm.Evict(v.view, st.written); err != nil {
+					v.log.Warn("evict shadow", "gfn", st.written, "err", err)
+				}
+			}
 		}
 	}
 	return driver.Response{ToggleSingleStep: true, SetView: true, View: v.view}
