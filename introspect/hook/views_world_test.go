@@ -333,6 +333,9 @@ func runToIdle(e *Views, h Handler) error {
 // finish lets the guest run to its end without an introspector.
 func (w *world) finish() error {
 	_, err := w.m.WaitEvent(context.Background())
+	if errors.Is(err, sim.ErrInjected) { // the failure may fall here
+		_, err = w.m.WaitEvent(context.Background())
+	}
 	if errors.Is(err, sim.ErrIdle) {
 		return nil
 	}
