@@ -179,8 +179,6 @@ func decodeISF(dec *json.Decoder) (*ISF, error) {
 	if err := expectDelim(dec, '{'); err != nil {
 		return nil, err
 	}
-	var userTypes map[string]isfUserType // converted after base_types are known
-	userTypes = map[string]isfUserType{}
 	for dec.More() {
 		key, err := readKey(dec)
 		if err != nil {
@@ -218,7 +216,13 @@ func decodeISF(dec *json.Decoder) (*ISF, error) {
 				if len(u.Fields) > MaxISFFields {
 					return isfErr("user type %q has %d fields", name, len(u.Fields))
 				}
-				userTypes[name] = u
+				// Converted at once so that only the profile stays in
+				// memory; sizes of referenced types are filled in at the end.
+				st, err := isf.convertUserType(name, &u)
+				if err != nil {
+					return err
+				}
+				isf.Profile.Types[name] = st
 				return nil
 			})
 		case "base_types":
@@ -253,25 +257,13 @@ func decodeISF(dec *json.Decoder) (*ISF, error) {
 	if err := expectDelim(dec, '}'); err != nil {
 		return nil, err
 	}
-	for name, u := range userTypes {
-		s := &Struct{Name: name, Size: u.Size, Union: u.Kind == "union", Fields: make(map[string]Field, len(u.Fields))}
-		if u.Kind != "struct" && u.Kind != "union" && u.Kind != "class" {
-			return nil, isfErr("user type %q has kind %q", name, u.Kind)
+	for _, st := range isf.Profile.Types {
+		for name, f := range st.Fields {
+			if err := isf.resolveSize(&f.Type, 0); err != nil {
+				return nil, fmt.Errorf("field %s.%s: %w", st.Name, name, err)
+			}
+			st.Fields[name] = f
 		}
-		for fname, f := range u.Fields {
-			if len(fname) > MaxISFNameLen {
-				return nil, isfErr("field name of %d bytes in %q", len(fname), name)
-			}
-			if f.Offset == nil {
-				return nil, isfErr("field %s.%s has no offset", name, fname)
-			}
-			t, err := isf.convertType(f.Type, userTypes, 0)
-			if err != nil {
-				return nil, fmt.Errorf("field %s.%s: %w", name, fname, err)
-			}
-			s.Fields[fname] = Field{Name: fname, Offset: *f.Offset, Type: t}
-		}
-		isf.Profile.Types[name] = s
 	}
 	if w := isf.Metadata.Windows; w != nil {
 		isf.Profile.Name = w.Database + "/" + w.Key()
@@ -279,8 +271,65 @@ func decodeISF(dec *json.Decoder) (*ISF, error) {
 	return isf, nil
 }
 
-// convertType turns an ISF type description into a Type, resolving sizes.
-func (isf *ISF) convertType(raw json.RawMessage, users map[string]isfUserType, depth int) (Type, error) {
+func (isf *ISF) convertUserType(name string, u *isfUserType) (*Struct, error) {
+	s := &Struct{Name: name, Size: u.Size, Union: u.Kind == "union", Fields: make(map[string]Field, len(u.Fields))}
+	if u.Kind != "struct" && u.Kind != "union" && u.Kind != "class" {
+		return nil, isfErr("user type %q has kind %q", name, u.Kind)
+	}
+	for fname, f := range u.Fields {
+		if len(fname) > MaxISFNameLen {
+			return nil, isfErr("field name of %d bytes in %q", len(fname), name)
+		}
+		if f.Offset == nil {
+			return nil, isfErr("field %s.%s has no offset", name, fname)
+		}
+		t, err := isf.convertType(f.Type, 0)
+		if err != nil {
+			return nil, fmt.Errorf("field %s.%s: %w", name, fname, err)
+		}
+		s.Fields[fname] = Field{Name: fname, Offset: *f.Offset, Type: t}
+	}
+	return s, nil
+}
+
+// resolveSize fills in the sizes of a converted type from the base types,
+// enums and user types of the whole document, and checks bitfields and
+// arrays against them.
+func (isf *ISF) resolveSize(t *Type, depth int) error {
+	if depth >= MaxISFTypeDepth {
+		return isfErr("type nested deeper than %d", MaxISFTypeDepth)
+	}
+	if t.Elem != nil {
+		if err := isf.resolveSize(t.Elem, depth+1); err != nil {
+			return err
+		}
+	}
+	switch t.Kind {
+	case KindBase:
+		t.Size = isf.BaseTypes[t.Name].Size
+	case KindStruct:
+		if st, ok := isf.Profile.Types[t.Name]; ok {
+			t.Size = st.Size
+		}
+	case KindEnum:
+		t.Size = isf.Enums[t.Name].Size
+	case KindArray:
+		if e := t.Elem.Size; e != 0 && t.Count > (1<<40)/e {
+			return isfErr("array of %d elements of %d bytes", t.Count, e)
+		}
+		t.Size = t.Elem.Size * t.Count
+	case KindBitfield:
+		t.Size = t.Elem.Size
+		if t.Size != 0 && int(t.BitPos)+int(t.BitLen) > int(t.Size)*8 {
+			return isfErr("bitfield %d:%d exceeds its %d-byte unit", t.BitPos, t.BitLen, t.Size)
+		}
+	}
+	return nil
+}
+
+// convertType turns an ISF type description into a Type. Sizes that depend
+// on other entries are filled in later by resolveSize.
+func (isf *ISF) convertType(raw json.RawMessage, depth int) (Type, error) {
 	if depth >= MaxISFTypeDepth {
 		return Type{}, isfErr("type nested deeper than %d", MaxISFTypeDepth)
 	}
@@ -298,7 +347,6 @@ func (isf *ISF) convertType(raw json.RawMessage, users map[string]isfUserType, d
 	switch t.Kind {
 	case "base":
 		out.Kind = KindBase
-		out.Size = isf.BaseTypes[t.Name].Size
 	case "pointer":
 		out.Kind = KindPointer
 		out.Size = 8
@@ -306,7 +354,7 @@ func (isf *ISF) convertType(raw json.RawMessage, users map[string]isfUserType, d
 			out.Size = b.Size
 		}
 		if len(t.Subtype) > 0 {
-			e, err := isf.convertType(t.Subtype, users, depth+1)
+			e, err := isf.convertType(t.Subtype, depth+1)
 			if err != nil {
 				return Type{}, err
 			}
@@ -314,33 +362,23 @@ func (isf *ISF) convertType(raw json.RawMessage, users map[string]isfUserType, d
 		}
 	case "struct", "union", "class":
 		out.Kind = KindStruct
-		out.Size = users[t.Name].Size
 	case "enum":
 		out.Kind = KindEnum
-		out.Size = isf.Enums[t.Name].Size
 	case "array":
 		out.Kind = KindArray
 		out.Count = t.Count
-		e, err := isf.convertType(t.Subtype, users, depth+1)
+		e, err := isf.convertType(t.Subtype, depth+1)
 		if err != nil {
 			return Type{}, err
 		}
 		out.Elem = &e
-		if e.Size != 0 && t.Count > (1<<40)/e.Size {
-			return Type{}, isfErr("array of %d elements of %d bytes", t.Count, e.Size)
-		}
-		out.Size = e.Size * t.Count
 	case "bitfield":
 		out.Kind = KindBitfield
-		e, err := isf.convertType(t.Type, users, depth+1)
+		e, err := isf.convertType(t.Type, depth+1)
 		if err != nil {
 			return Type{}, err
 		}
-		if e.Size != 0 && int(t.BitPosition)+int(t.BitLength) > int(e.Size)*8 {
-			return Type{}, isfErr("bitfield %d:%d exceeds its %d-byte unit", t.BitPosition, t.BitLength, e.Size)
-		}
 		out.Elem = &e
-		out.Size = e.Size
 		out.BitPos, out.BitLen = t.BitPosition, t.BitLength
 	case "function":
 		out.Kind = KindFunction
