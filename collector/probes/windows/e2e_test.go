@@ -2,7 +2,6 @@ package windows_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -116,22 +115,15 @@ func store(t testing.TB, name string) *profile.SymbolStore {
 	}
 	dir := t.TempDir()
 	w := isf.Metadata.Windows
-	// Rebuild an ISF document from the fragment: only what the OS layer reads.
-	doc := map[string]any{"metadata": map[string]any{"windows": map[string]any{"pdb": map[string]any{
-		"GUID": w.GUID, "age": w.Age, "database": w.Database}}}}
 	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "internal", "wintest", "testdata", "win7sp1-fragment.json"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
 	p := filepath.Join(dir, w.Database, fmt.Sprintf("%s-%d.json", w.GUID, w.Age))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(doc)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
+	if err := os.WriteFile(p, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return &profile.SymbolStore{Dir: dir}
