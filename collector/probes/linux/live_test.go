@@ -306,6 +306,9 @@ func TestLiveLA57(t *testing.T) {
 			t.Errorf("init fd %d: %q, %v", f.FD, p, err)
 		}
 	}
+	if root, err := o.TaskRoot(&init); err != nil || root == 0 {
+		t.Errorf("init's mm->pgd: %v, %v", root, err)
+	}
 	if uint64(init.Addr) >= 0xffff_8000_0000_0000 {
 		t.Errorf("task at %v: not in the 5-level direct map", init.Addr)
 	}

@@ -456,6 +456,22 @@ func TestArgsAndUserStrings(t *testing.T) {
 	if _, err := o.UserString(&regs, introspect.Va(w.shell), linux.PathMax); !errors.Is(err, linux.ErrBadPointer) {
 		t.Errorf("kernel pointer as user string: %v", err)
 	}
+	// Through the task's mm->pgd, from any vCPU.
+	task := w.g.NewTask(linuxtest.Task{PID: 77, TGID: 77, Comm: "u", Exe: w.busybox, AS: as})
+	tk, err := o.Task(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root, err := o.TaskRoot(&tk); err != nil || root != as.Root {
+		t.Errorf("task root %v, %v; want %v", root, err, as.Root)
+	}
+	if s, err := o.TaskUserString(&tk, name, 64); err != nil || s != "/tmp/created-by-test" {
+		t.Errorf("task user string %q, %v", s, err)
+	}
+	shell, _ := o.Task(w.shell) // mm without pgd
+	if _, err := o.TaskUserString(&shell, name, 64); !errors.Is(err, linux.ErrBadPointer) {
+		t.Errorf("task without pgd: %v", err)
+	}
 	// The PTI user PGD maps user memory as well.
 	regs.CR3 = uint64(as.UserRoot)
 	if s, err := o.UserString(&regs, name, 64); err != nil || s != "/tmp/created-by-test" {

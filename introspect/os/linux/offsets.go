@@ -15,7 +15,8 @@ type offsets struct {
 	taskMM, taskFiles, taskFS, taskSignal                        uint64
 	hasFS, hasSignal                                             bool
 
-	mmExeFile uint64
+	mmExeFile, mmPgd uint64
+	hasPgd           bool
 
 	filePath, fileInode uint64
 	hasFileInode        bool
@@ -115,6 +116,7 @@ func resolveOffsets(p *profile.Profile) (offsets, error) {
 	o.hasSignal = opt(&o.taskSignal, "task_struct", "signal")
 
 	req(&o.mmExeFile, "mm_struct", "exe_file")
+	o.hasPgd = opt(&o.mmPgd, "mm_struct", "pgd")
 
 	req(&o.filePath, "file", "f_path")
 	o.hasFileInode = opt(&o.fileInode, "file", "f_inode")

@@ -200,3 +200,45 @@ func (o *OS) OpenHowFlags(how introspect.Va) (uint64, error) {
 	}
 	return v, nil
 }
+
+// TaskRoot returns the translation root of a task's address space: the
+// physical address of mm->pgd (the kernel copy under PTI, which maps user
+// memory too). Use it to read user memory of a task that is not running
+// on the vCPU at hand; for the current task, UserRoot(regs) is cheaper.
+func (o *OS) TaskRoot(t *Task) (introspect.Pa, error) {
+	if !o.off.hasPgd {
+		return 0, fmt.Errorf("mm_struct.pgd not in profile")
+	}
+	if t.MM == 0 {
+		return 0, fmt.Errorf("task %d is a kernel thread: %w", t.PID, ErrBadPointer)
+	}
+	pgd, err := o.ptr(t.MM+introspect.Va(o.off.mmPgd), "mm pgd")
+	if err != nil {
+		return 0, err
+	}
+	pa, err := o.mem.Translate(o.kroot, pgd)
+	if err != nil {
+		return 0, fmt.Errorf("mm %v pgd %v: %w", t.MM, pgd, err)
+	}
+	if pa.Offset() != 0 {
+		return 0, fmt.Errorf("mm %v pgd %v not page aligned: %w", t.MM, pgd, ErrBadValue)
+	}
+	return pa, nil
+}
+
+// TaskUserString reads a NUL-terminated string of at most max bytes from
+// the user memory of task t.
+func (o *OS) TaskUserString(t *Task, va introspect.Va, max int) (string, error) {
+	if va == 0 || o.isKernelPtr(uint64(va)) {
+		return "", fmt.Errorf("user string at %v: %w", va, ErrBadPointer)
+	}
+	root, err := o.TaskRoot(t)
+	if err != nil {
+		return "", err
+	}
+	s, err := o.mem.ReadCString(root, va, max)
+	if err != nil {
+		return s, fmt.Errorf("user string of task %d at %v: %w", t.PID, va, err)
+	}
+	return s, nil
+}

@@ -75,7 +75,7 @@ const (
 	TaskPID, TaskTGID, TaskRealParent, TaskGroupLeader = 0x5a0, 0x5a4, 0x5b0, 0x5d0
 	TaskMM, TaskComm, TaskFS, TaskFiles, TaskSignal    = 0x4f0, 0x750, 0x7a0, 0x7a8, 0x7b8
 	TaskSize                                           = 0x2000
-	MMExeFile                                          = 0x3a0
+	MMExeFile, MMPgd                                   = 0x3a0, 0x48
 	FilePath, FileInode                                = 0x10, 0x20
 	DentryParent, DentryName, DentryInode              = 0x18, 0x20, 0x30
 	QstrLen, QstrName                                  = 0x4, 0x8
@@ -98,7 +98,7 @@ func Profile() *profile.Profile {
 		fi("real_parent", TaskRealParent, tPtr), fi("group_leader", TaskGroupLeader, tPtr),
 		fi("mm", TaskMM, tPtr), fi("comm", TaskComm, tComm), fi("fs", TaskFS, tPtr),
 		fi("files", TaskFiles, tPtr), fi("signal", TaskSignal, tPtr))
-	p.Types["mm_struct"] = st("mm_struct", 0x400, fi("exe_file", MMExeFile, tPtr))
+	p.Types["mm_struct"] = st("mm_struct", 0x400, fi("exe_file", MMExeFile, tPtr), fi("pgd", MMPgd, tPtr))
 	p.Types["file"] = st("file", 0x100, fi("f_path", FilePath, tStruct("path", 16)), fi("f_inode", FileInode, tPtr))
 	p.Types["path"] = st("path", 16, fi("mnt", 0, tPtr), fi("dentry", 8, tPtr))
 	p.Types["dentry"] = st("dentry", 0xc0, fi("d_parent", DentryParent, tPtr),
@@ -358,6 +358,8 @@ type Task struct {
 	Pwd       [2]introspect.Va // vfsmount, dentry
 	Live      uint32
 	Signal    introspect.Va // shared signal_struct; 0: a new one
+	// AS is the task's address space (mm->pgd); nil leaves pgd zero.
+	AS *AddressSpace
 }
 
 // NewTask lays out a task_struct with its mm, files_struct, fdtable,
@@ -381,6 +383,9 @@ func (g *Guest) NewTask(t Task) introspect.Va {
 	if t.Exe != 0 {
 		mm := g.Alloc(0x400)
 		g.PutU64(mm+MMExeFile, uint64(t.Exe))
+		if t.AS != nil {
+			g.PutU64(mm+MMPgd, uint64(KVA(t.AS.Root)))
+		}
 		g.PutU64(a+TaskMM, uint64(mm))
 	}
 	files := g.Alloc(0x100)
