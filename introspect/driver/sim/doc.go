@@ -97,6 +97,17 @@
 // lets the access proceed and is recorded as ObsUnmonitored, since a real
 // hypervisor would crash the domain or lose the event.
 //
+// # Simplifications
+//
+// Compared with hardware: there is no TLB (every access walks the tables,
+// so a page-table store takes effect at once on every vCPU); an op is one
+// instruction and only its first byte is fetched; no instruction touches two
+// pages; the page moved by OpPageIn comes from the guest's own memory (its
+// "swap"), written through the view; guest page-table stores report GVA 0;
+// NX, U/S and R/W bits of guest entries are not enforced; an injected #PF is
+// handled at the vCPU's next step and its handler only pages in; there is no
+// DMA and no interrupt other than #BP and #PF; exceptions never nest.
+//
 // # Observation and fault injection
 //
 // Observations lists, in order, what the guest saw: completed calls, data
