@@ -382,9 +382,9 @@ func (g *Guest) unsubscribe(s *subscription) {
 	g.mu.Unlock()
 }
 
-// Records streams every manifest record until ctx is done. Records are
-// dropped (and counted in the returned func) if the reader falls 16384
-// records behind.
+// Records streams every manifest record until ctx is done or QEMU exits.
+// Records are dropped if the reader falls 16384 records behind; the guest
+// is never slowed down by a slow reader.
 func (g *Guest) Records(ctx context.Context) <-chan Record {
 	s := g.subscribe()
 	out := make(chan Record)
