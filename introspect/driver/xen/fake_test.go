@@ -1,6 +1,7 @@
 package xen
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -41,6 +42,17 @@ type fakeXen struct {
 	closed   bool
 }
 
+var (
+	patternPage = func() []byte {
+		p := make([]byte, PageSize+7)
+		for i := range p {
+			p[i] = byte(i*7 + i>>8)
+		}
+		return p
+	}()
+	garbagePage = bytes.Repeat([]byte{0xee}, PageSize)
+)
+
 func newFakeXen(nvcpus int, frames int) *fakeXen {
 	f := &fakeXen{
 		fail: map[string]error{}, nvcpus: nvcpus,
@@ -49,10 +61,10 @@ func newFakeXen(nvcpus int, frames int) *fakeXen {
 		access: map[[2]uint64]uint32{}, remap: map[[2]uint64]introspect.Gfn{},
 	}
 	for g := range introspect.Gfn(frames) {
+		// Distinct contents per frame, without a per-byte loop (which
+		// fuzzing's coverage counters would make slow).
 		p := make([]byte, PageSize)
-		for i := range p {
-			p[i] = byte(uint64(g)*7 + uint64(i))
-		}
+		copy(p, patternPage[g%7:])
 		f.frames[g] = p
 	}
 	f.maxGfn_ = introspect.Gfn(frames - 1)
@@ -172,9 +184,7 @@ func (f *fakeXen) monitorEnable() ([]byte, error) {
 		return nil, errors.New("fake: EBUSY")
 	}
 	f.ring = make([]byte, PageSize)
-	for i := range f.ring {
-		f.ring[i] = 0xee // SHARED_RING_INIT must set up the header
-	}
+	copy(f.ring, garbagePage) // SHARED_RING_INIT must set up the header
 	f.fe = &frontEnd{page: f.ring}
 	return f.ring, nil
 }
