@@ -126,11 +126,15 @@ func TestViewsInterleavings(t *testing.T) {
 		if err := e.Close(); err != nil {
 			t.Fatalf("seed %d: close: %v", seed, err)
 		}
-		t.Run("", func(t *testing.T) { w.check(t, s, rec, true) })
+		w.check(t, s, rec, true)
 		if t.Failed() {
 			t.Fatalf("seed %d (vcpus %d) failed; stats %+v", seed, vcpus, st)
 		}
 		total.Events += st.Events
+		total.ReadsHidden += st.ReadsHidden
+		total.PTEWrites += st.PTEWrites
+		total.OtherWrites += st.OtherWrites
+		total.SingleSteps += st.SingleSteps
 		total.Hits += st.Hits
 		total.HitsAtWrite += st.HitsAtWrite
 		total.PageIns += st.PageIns
