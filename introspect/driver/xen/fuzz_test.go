@@ -149,45 +149,44 @@ func FuzzDriverRing(f *testing.F) {
 	f.Fuzz(runDriverRing)
 }
 
+// runDriverRing is FuzzDriverRing's body.
 func runDriverRing(t *testing.T, data []byte, pick uint8) {
-	{ //nolint:gocritic // keeps the body's indentation as it was inside f.Fuzz
-		fx := newFakeXen(2, 8)
-		d, err := newDriver(fx, 1, 2, Config{Logger: quiet})
+	fx := newFakeXen(2, 8)
+	d, err := newDriver(fx, 1, 2, Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.EnableMonitor(driver.MonitorBreakpoint); err != nil {
+		t.Fatal(err)
+	}
+	view, _ := d.CreateView(introspect.AccessRWX)
+	copy(fx.ring, data)
+	ring := d.ring
+	responses := []driver.Response{
+		{},
+		{FastSingleStep: true, SetView: true},
+		{ToggleSingleStep: true, SetView: true, View: view},
+		{ReinjectInterrupt: true},
+		{Registers: &amd64.Registers{RIP: 1}},
+	}
+	ctx := context.Background()
+	for i := range 2 * RingEntries {
+		if n, err := ring.Unconsumed(); err != nil || n == 0 {
+			break
+		}
+		ev, err := d.WaitEvent(ctx)
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		if err := d.EnableMonitor(driver.MonitorBreakpoint); err != nil {
-			t.Fatal(err)
-		}
-		view, _ := d.CreateView(introspect.AccessRWX)
-		copy(fx.ring, data)
-		ring := d.ring
-		responses := []driver.Response{
-			{},
-			{FastSingleStep: true, SetView: true},
-			{ToggleSingleStep: true, SetView: true, View: view},
-			{ReinjectInterrupt: true},
-			{Registers: &amd64.Registers{RIP: 1}},
-		}
-		ctx := context.Background()
-		for i := range 2 * RingEntries {
-			if n, err := ring.Unconsumed(); err != nil || n == 0 {
-				break
-			}
-			ev, err := d.WaitEvent(ctx)
-			if err != nil {
-				continue
-			}
-			// An invalid answer (e.g. single-step on an async event)
-			// leaves the event pending for Close to answer.
-			d.Respond(ev, responses[(int(pick)+i)%len(responses)])
-		}
-		d.Close()
-		if ring.Outstanding() != 0 {
-			t.Fatalf("%d consumed requests left unanswered after Close", ring.Outstanding())
-		}
-		if fx.paused != 0 {
-			t.Fatalf("domain left paused %d times", fx.paused)
-		}
+		// An invalid answer (e.g. single-step on an async event)
+		// leaves the event pending for Close to answer.
+		d.Respond(ev, responses[(int(pick)+i)%len(responses)])
+	}
+	d.Close()
+	if ring.Outstanding() != 0 {
+		t.Fatalf("%d consumed requests left unanswered after Close", ring.Outstanding())
+	}
+	if fx.paused != 0 {
+		t.Fatalf("domain left paused %d times", fx.paused)
 	}
 }
