@@ -144,9 +144,12 @@ type tokens struct {
 // ParseKallsyms finds and decodes the kallsyms tables in data, the contents
 // of the kernel's .rodata linked at base. It understands the layouts of
 // Linux 4.6 through 6.1 (offsets, relative base, count, names, markers,
-// token table, token index) and of 6.4 and later (count, names, markers,
-// token table, token index, offsets, relative base), each with absolute or
-// base-relative addresses. It returns an error, never panics, on any input.
+// token table, token index), of 6.2 and 6.3 and stable kernels with the
+// backport (kallsyms_seqs_of_names between markers and token table, as in
+// Debian's 6.1), and of 6.4 and later (count, names, markers, token table,
+// token index, offsets, relative base), each with absolute or base-relative
+// addresses. It returns an error, never panics, on any input; its work is
+// linear in len(data) for all but contrived inputs.
 func ParseKallsyms(data []byte, base uint64) (*Kallsyms, error) {
 	r := region{b: data, base: base}
 	var errs []error
