@@ -606,28 +606,31 @@ func (d *Driver) DisableMonitor(m driver.Monitor) error {
 
 // put encodes and publishes a response and kicks Xen. Xen's vm_event code
 // checks the ring on each notification; notify always rather than trust
-// rsp_event on a shared page.
-func (d *Driver) put(w WireResponse) error {
+// rsp_event on a shared page. published reports whether the response is on
+// the ring, which it is even when only the notification failed (Xen then
+// sees it with the next one).
+func (d *Driver) put(w WireResponse) (published bool, err error) {
 	var b [ResponseSize]byte
 	w.Encode(&b)
 	if _, err := d.ring.PutResponse(&b); err != nil {
-		return fmt.Errorf("xen: %w", err)
+		return false, fmt.Errorf("xen: %w", err)
 	}
 	if err := d.hv.notify(); err != nil {
-		return fmt.Errorf("xen: notify event channel: %w", err)
+		return true, fmt.Errorf("xen: notify event channel: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // echo answers a request that could not be decoded or validated, so the
 // slot accounting stays one response per request and a vCPU paused by it
 // resumes.
 func (d *Driver) echo(raw *[RequestSize]byte) error {
-	return d.put(WireResponse{
+	_, err := d.put(WireResponse{
 		Flags:  le.Uint32(raw[offFlags:]) & FlagVCPUPaused,
 		Reason: le.Uint32(raw[offReason:]),
 		VCPU:   le.Uint32(raw[offVCPUID:]),
 	})
+	return err
 }
 
 // takeEvent consumes one request. It returns nil, nil when the ring is
@@ -728,9 +731,13 @@ func (d *Driver) Respond(ev *driver.Event, r driver.Response) error {
 			injErr = fmt.Errorf("xen: reinject #BP on vCPU %d: %w", ev.VCPU, err)
 		}
 	}
-	if err := d.put(w); err != nil {
+	published, err := d.put(w)
+	if !published {
 		return errors.Join(injErr, err)
 	}
+	// Answered, even if the notification failed: answering again would
+	// put a second response on the ring for one request.
+	injErr = errors.Join(injErr, err)
 	delete(d.pending, ev.VCPU)
 	if r.ToggleSingleStep {
 		d.stepping[ev.VCPU] = !d.stepping[ev.VCPU]
@@ -840,13 +847,11 @@ func (d *Driver) drain() error {
 		if err != nil {
 			return err
 		}
-		if err := d.put(w); err != nil {
-			return err
-		}
-		if r.ToggleSingleStep {
+		published, err := d.put(w)
+		if published && r.ToggleSingleStep {
 			delete(d.stepping, introspect.VCPU(q.VCPU))
 		}
-		return nil
+		return err
 	}
 	for _, v := range slices.Sorted(maps.Keys(d.pending)) {
 		errs = append(errs, resume(&d.pending[v].req))

@@ -443,3 +443,42 @@ func TestDriverInjectPageFault(t *testing.T) {
 		t.Fatal("vCPU 2 of 2 accepted")
 	}
 }
+
+// A failed notification still leaves the response on the ring, so the
+// event counts as answered and a retry cannot put a second response there.
+func TestDriverRespondNotifyFailure(t *testing.T) {
+	f := newFakeXen(2, 4)
+	d := newTestDriver(t, f, 0)
+	if err := d.EnableMonitor(driver.MonitorBreakpoint); err != nil {
+		t.Fatal(err)
+	}
+	push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1})
+	push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, vcpu: 1, insnLen: 1})
+	ev0, _ := d.WaitEvent(context.Background())
+	ev1, _ := d.WaitEvent(context.Background())
+	f.fail["notify"] = errors.New("EIO")
+	if err := d.Respond(ev0, driver.Response{}); err == nil {
+		t.Fatal("notify failure hidden")
+	}
+	delete(f.fail, "notify")
+	if err := d.Respond(ev0, driver.Response{}); err == nil {
+		t.Fatal("event answered twice")
+	}
+	if err := d.Respond(ev1, driver.Response{}); err != nil {
+		t.Fatal(err)
+	}
+	var vcpus []uint32
+	for {
+		w, _, ok := f.fe.pop(t)
+		if !ok {
+			break
+		}
+		vcpus = append(vcpus, w.VCPU)
+	}
+	if !slices.Equal(vcpus, []uint32{0, 1}) {
+		t.Fatalf("responses for vCPUs %v, want [0 1]", vcpus)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
