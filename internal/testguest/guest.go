@@ -108,7 +108,8 @@ type subscription struct {
 	overflow bool
 }
 
-// Boot starts QEMU with the assets and returns once its sockets exist. Use
+// Boot starts QEMU with the assets and returns once its sockets exist and
+// the RAM file has its full size. Use
 // WaitReady to wait for the guest's workload to be ready. ctx bounds only the
 // start; the guest runs until Close or Kill.
 func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
@@ -265,11 +266,12 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 		close(g.exited)
 	}()
 
-	// Wait for QEMU to create its sockets so callers can connect at once.
+	// Wait for QEMU to create its sockets and size the RAM file, so callers
+	// can connect and map it at once.
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if exists(g.QMPSocket) && exists(g.GDBSocket) {
+		if exists(g.QMPSocket) && exists(g.GDBSocket) && fileSize(g.RAMPath) == g.RAMSize {
 			return g, nil
 		}
 		select {
@@ -283,6 +285,14 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return -1
+	}
+	return st.Size()
 }
 
 func exists(p string) bool {
