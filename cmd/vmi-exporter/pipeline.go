@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/exporter/jsonl"
 	"github.com/vmi-exporter/vmi-exporter/exporter/otlp"
@@ -52,6 +54,9 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		o.Metrics = p.metrics
 	}
 	if cfg.OTLP.Endpoint != "" || cfg.OTLP.File != "" {
+		// The SDK reports export failures through a process-wide handler
+		// (stderr by default); send them to our log instead.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("span export", "err", err) }))
 		exp, err := otlp.New(ctx, otlp.Options{
 			Endpoint: cfg.OTLP.Endpoint, Protocol: cfg.OTLP.Protocol, Insecure: cfg.OTLP.Insecure,
 			Headers: cfg.OTLP.Headers, File: cfg.OTLP.File, MaxOpenProcesses: cfg.OTLP.MaxOpenProcesses,
