@@ -401,11 +401,45 @@ func (d *Driver) Respond(ev *driver.Event, r driver.Response) error {
 		if err != nil {
 			return err
 		}
-		if _, err := d.gdb.Step(t); err != nil {
-			return fmt.Errorf("qemu: step vCPU %d over breakpoint: %w", ev.VCPU, err)
+		if err := d.stepOver(ev.VCPU, t, rip); err != nil {
+			return err
 		}
 	}
 	return d.Resume()
+}
+
+// maxStepTries bounds how often stepOver asks QEMU to step one vCPU.
+const maxStepTries = 8
+
+// stepOver single-steps vCPU v (thread t) off the breakpoint at rip.
+//
+// When two vCPUs hit breakpoints at nearly the same time, QEMU can answer
+// the step of one with the pending stop of the other, without having
+// stepped the first; resuming then would run it into the same breakpoint
+// again and report one execution twice. So a reply naming another thread
+// is checked against v's RIP, and the step repeated until v has moved. The
+// other vCPU is still at its breakpoint and reports it again on resume.
+func (d *Driver) stepOver(v introspect.VCPU, t gdbstub.Thread, rip uint64) error {
+	for try := 1; ; try++ {
+		st, err := d.gdb.Step(t)
+		if err != nil {
+			return fmt.Errorf("qemu: step vCPU %d over breakpoint: %w", v, err)
+		}
+		if st.HasThread && st.Thread == t {
+			return nil
+		}
+		regs, err := d.Registers(v)
+		if err != nil {
+			return fmt.Errorf("qemu: step vCPU %d over breakpoint: %w", v, err)
+		}
+		if regs.RIP != rip {
+			return nil
+		}
+		d.log.Debug("qemu: step answered by another vCPU's stop; stepping again", "vcpu", v, "other", st.Thread, "try", try)
+		if try == maxStepTries {
+			return fmt.Errorf("qemu: vCPU %d did not leave the breakpoint at %#x after %d steps", v, rip, try)
+		}
+	}
 }
 
 // Close removes every breakpoint, detaches (QEMU resumes the guest) and
