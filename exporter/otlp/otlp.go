@@ -233,25 +233,25 @@ func (e *Exporter) startProcess(ev *collector.Event, startSeen bool) *procSpan {
 	g := ev.Guest
 	attrs := []attribute.KeyValue{
 		AttrDomain.String(g.Domain),
-		semconv.OSTypeKey.String(g.OS),
+		semconv.OSTypeKey.String(utf8(g.OS)),
 		semconv.ProcessPID(int(ev.Process.PID)),
 		semconv.ProcessParentPID(int(ev.Process.PPID)),
 		AttrStartSeen.Bool(startSeen),
 	}
 	if g.Kernel != "" {
-		attrs = append(attrs, semconv.OSBuildID(g.Kernel))
-		if v := kernelVersion(g.Kernel); v != "" {
+		attrs = append(attrs, semconv.OSBuildID(utf8(g.Kernel)))
+		if v := kernelVersion(utf8(g.Kernel)); v != "" {
 			attrs = append(attrs, semconv.OSVersion(v))
 		}
 	}
 	if ev.Process.Name != "" {
-		attrs = append(attrs, semconv.ProcessExecutableName(ev.Process.Name))
+		attrs = append(attrs, semconv.ProcessExecutableName(utf8(ev.Process.Name)))
 	}
 	if ev.Process.Image != "" {
-		attrs = append(attrs, semconv.ProcessExecutablePath(ev.Process.Image))
+		attrs = append(attrs, semconv.ProcessExecutablePath(utf8(ev.Process.Image)))
 	}
 	if startSeen {
-		attrs = append(attrs, AttrProbe.String(ev.Probe), AttrVCPU.Int(ev.VCPU))
+		attrs = append(attrs, AttrProbe.String(utf8(ev.Probe)), AttrVCPU.Int(ev.VCPU))
 		if len(ev.Rules) > 0 {
 			attrs = append(attrs, AttrRules.StringSlice(ev.Rules))
 		}
@@ -266,21 +266,26 @@ func eventAttrs(ev *collector.Event) []attribute.KeyValue {
 	attrs := []attribute.KeyValue{
 		AttrDomain.String(ev.Guest.Domain),
 		semconv.ProcessPID(int(ev.Process.PID)),
-		AttrProbe.String(ev.Probe),
+		AttrProbe.String(utf8(ev.Probe)),
 		AttrVCPU.Int(ev.VCPU),
 		AttrLatencyNS.Int64(int64(ev.Latency)),
 	}
 	if ev.Path != "" {
-		attrs = append(attrs, semconv.FilePath(ev.Path))
+		attrs = append(attrs, semconv.FilePath(utf8(ev.Path)))
 	}
 	if ev.Process.Name != "" {
-		attrs = append(attrs, semconv.ProcessExecutableName(ev.Process.Name))
+		attrs = append(attrs, semconv.ProcessExecutableName(utf8(ev.Process.Name)))
 	}
 	if len(ev.Rules) > 0 {
 		attrs = append(attrs, AttrRules.StringSlice(ev.Rules))
 	}
 	return attrs
 }
+
+// utf8 makes a guest-controlled string valid UTF-8: OTLP's protobuf
+// strings must be, and one bad process name would otherwise fail the
+// export of its whole batch.
+func utf8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // kernelVersion returns the release of a Linux banner ("Linux version
 // 6.1.0-28-cloud-amd64 (...) ..." → "6.1.0-28-cloud-amd64").

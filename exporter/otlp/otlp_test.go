@@ -112,7 +112,7 @@ var script = []collectortest.Step{
 	{Kind: collector.KindFileCreate, VCPU: 1, Process: proc(10, 1, "writer"), Path: "/tmp/out"},
 	{Kind: collector.KindFileWrite, VCPU: 0, Process: proc(20, 1, "old"), Path: "/var/log/old"},
 	{Kind: collector.KindFileWrite, VCPU: 1, Process: proc(10, 1, "writer"), Path: "/tmp/out"},
-	{Kind: collector.KindProcessStart, Process: proc(30, 10, "sleeper")},
+	{Kind: collector.KindProcessStart, Process: proc(30, 10, "sleeper\xff\xfe")},
 	{Kind: collector.KindProcessExit, VCPU: 1, Process: proc(10, 1, "writer")},
 }
 
@@ -237,7 +237,8 @@ func checkSpans(t *testing.T, r *receiver, evs *events) {
 	}
 	// Process 30: still running at shutdown, ended then.
 	p30 := byPid["30"]
-	if len(p30) != 1 || p30[0].attrs["vmi.process.exit_seen"] != "false" || p30[0].attrs["process.parent_pid"] != "10" {
+	if len(p30) != 1 || p30[0].attrs["vmi.process.exit_seen"] != "false" || p30[0].attrs["process.parent_pid"] != "10" ||
+		p30[0].attrs["process.executable.name"] != "sleeper\uFFFD" {
 		t.Errorf("pid 30 spans %+v", p30)
 	}
 	// Events carry their span's trace ID (the metrics' exemplar).
