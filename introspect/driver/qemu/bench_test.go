@@ -9,6 +9,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/gdbstub"
 )
 
 // BenchmarkBreakpointHit measures breakpoint hits per second on the live
@@ -38,36 +39,41 @@ func BenchmarkBreakpointHit(b *testing.B) {
 	if err := d.InsertBreakpoint(fn); err != nil {
 		b.Fatal(err)
 	}
-	rateCh := make(chan float64, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { rateCh <- recordRateCtx(ctx, g) }()
-	var steps time.Duration
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
-		ev, err := d.WaitEvent(wctx)
-		wcancel()
-		if err != nil {
-			b.Fatalf("hit %d: %v", i, err)
-		}
-		if ev.Regs.RIP != uint64(fn) {
-			b.Fatalf("hit at %#x, want %v", ev.Regs.RIP, fn)
-		}
-		s := time.Now()
-		if err := d.Respond(ev, driver.Response{}); err != nil {
-			b.Fatal(err)
-		}
-		steps += time.Since(s)
+	{
+		b.Run("step=single", func(b *testing.B) {
+			rateCh := make(chan float64, 1)
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() { rateCh <- recordRateCtx(ctx, g) }()
+			var responds time.Duration
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
+				ev, err := d.WaitEvent(wctx)
+				wcancel()
+				if err != nil {
+					b.Fatalf("hit %d: %v", i, err)
+				}
+				if ev.Regs.RIP != uint64(fn) {
+					b.Fatalf("hit at %#x, want %v", ev.Regs.RIP, fn)
+				}
+				s := time.Now()
+				if err := d.Respond(ev, driver.Response{}); err != nil {
+					b.Fatal(err)
+				}
+				responds += time.Since(s)
+			}
+			elapsed := time.Since(start)
+			cancel()
+			monitored := <-rateCh
+			if err := d.Pause(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "hits/s")
+			b.ReportMetric(float64(responds.Microseconds())/float64(b.N), "respond-µs/hit")
+			b.ReportMetric(free, "records/s-free")
+			b.ReportMetric(monitored, "records/s-monitored")
+		})
 	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	cancel()
-	monitored := <-rateCh
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "hits/s")
-	b.ReportMetric(float64(steps.Microseconds())/float64(b.N), "respond-µs/hit")
-	b.ReportMetric(free, "records/s-free")
-	b.ReportMetric(monitored, "records/s-monitored")
 	if err := d.Close(); err != nil {
 		b.Fatal(err)
 	}
@@ -119,6 +125,80 @@ func BenchmarkReadPhysical(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkStopCost finds what makes breakpoint hits expensive under TCG:
+// the guest's workload rate while the driver, every 50 ms, only stops and
+// continues the guest, also single-steps one vCPU, or also inserts and
+// removes a breakpoint at an address the guest never runs. Each reports
+// records/s; compare them with "none".
+func BenchmarkStopCost(b *testing.B) {
+	g, _ := liveGuest(b)
+	d := openLive(b, g, true)
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		b.Fatal(err)
+	}
+	cold := introspect.Va(0xffff_ffff_ff00_0000) // mapped by nobody
+	actions := []struct {
+		name string
+		do   func() error
+	}{
+		{"none", func() error { return nil }},
+		{"stop-continue", func() error { return nil }},
+		{"stop-step-continue", func() error {
+			th, _ := d.Thread(0)
+			_, err := d.GDB().Step(th)
+			return err
+		}},
+		{"stop-step-irq-continue", func() error {
+			// Step with interrupts and timers enabled (qqemu.sstep=1).
+			if err := d.GDB().SetStepFlags(gdbstub.SStepEnable); err != nil {
+				return err
+			}
+			th, _ := d.Thread(0)
+			_, err := d.GDB().Step(th)
+			if err != nil {
+				return err
+			}
+			return d.GDB().SetStepFlags(gdbstub.SStepEnable | gdbstub.SStepNoIRQ | gdbstub.SStepNoTimer)
+		}},
+		{"stop-breakpoint-continue", func() error {
+			if err := d.InsertBreakpoint(cold); err != nil {
+				return err
+			}
+			return d.RemoveBreakpoint(cold)
+		}},
+	}
+	for _, a := range actions {
+		b.Run(a.name, func(b *testing.B) {
+			var rate float64
+			for b.Loop() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				rateCh := make(chan float64, 1)
+				go func() { rateCh <- recordRateCtx(ctx, g) }()
+				tick := time.NewTicker(50 * time.Millisecond)
+				for ctx.Err() == nil {
+					if err := d.Resume(); err != nil {
+						b.Fatal(err)
+					}
+					<-tick.C
+					if a.name == "none" {
+						continue
+					}
+					if err := d.Pause(); err != nil {
+						b.Fatal(err)
+					}
+					if err := a.do(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				tick.Stop()
+				cancel()
+				rate = <-rateCh
+			}
+			b.ReportMetric(rate, "records/s")
 		})
 	}
 }
