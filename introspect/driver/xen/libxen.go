@@ -277,7 +277,14 @@ func (x *libxen) setMonitor(m driver.Monitor, on bool) error {
 	return fmt.Errorf("monitor %d: %w", m, driver.ErrUnsupported)
 }
 
+// errNoChannel guards the event-channel calls, which would crash in C on a
+// closed handle.
+var errNoChannel = errors.New("event channel not bound")
+
 func (x *libxen) wait(timeoutMs int) error {
+	if x.xce == nil {
+		return errNoChannel
+	}
 	fd, err := C.xenevtchn_fd(x.xce)
 	if fd < 0 {
 		return err
@@ -302,6 +309,9 @@ func (x *libxen) wait(timeoutMs int) error {
 }
 
 func (x *libxen) notify() error {
+	if x.xce == nil {
+		return errNoChannel
+	}
 	rc, cerr := C.xenevtchn_notify(x.xce, C.evtchn_port_t(x.localPort))
 	return errno(rc, cerr)
 }
