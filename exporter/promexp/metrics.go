@@ -141,8 +141,8 @@ func (m *Metrics) handlesFor(domain, probe string, kind collector.Kind) *handles
 	}
 	h = &handles{}
 	if probe != "" {
-		h.hits = m.hits.WithLabelValues(domain, probe)
-		h.latency = m.latency.WithLabelValues(domain, probe)
+		h.hits = m.hits.WithLabelValues(domain, label(probe))
+		h.latency = m.latency.WithLabelValues(domain, label(probe))
 	}
 	if v := m.kinds[kind]; v != nil {
 		h.kind = v.WithLabelValues(domain)
