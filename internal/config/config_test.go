@@ -181,3 +181,14 @@ func TestWebConfigFileValidated(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+func TestExampleConfig(t *testing.T) {
+	c, err := load(t, []string{"--config", "testdata/example.yml"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Guests) != 2 || c.Guests[1].Xen.Domain != "db-1" || c.Guests[0].QEMU.GDBSocket != "/run/vmi/web-1.gdb" ||
+		c.Backoff.Jitter != 0.2 || c.OTLP.File == "" {
+		t.Errorf("example config %+v", c)
+	}
+}
