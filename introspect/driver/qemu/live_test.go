@@ -14,6 +14,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 	"github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
@@ -268,5 +269,63 @@ func TestLiveBrokenConnection(t *testing.T) {
 	}
 	if !waitRecords(g, 10, 60*time.Second) {
 		t.Fatal("guest does not run its workload: breakpoint left behind or guest stopped")
+	}
+}
+
+// countingHandler counts hits and stops the engine after n of them.
+type countingHandler struct {
+	fn      introspect.Va
+	n       int
+	hits    int
+	wrong   int
+	notices []hook.Notice
+	stop    context.CancelFunc
+}
+
+func (h *countingHandler) HandleHit(hit *hook.Hit) error {
+	if hit.Ev.Regs.RIP != uint64(h.fn) || hit.Hook.Tag != "write" {
+		h.wrong++
+	}
+	if h.hits++; h.hits >= h.n {
+		h.stop()
+	}
+	return nil
+}
+
+func (h *countingHandler) Notice(n hook.Notice) { h.notices = append(h.notices, n) }
+
+// TestLiveNativeHooks runs the hook.Native engine on the QEMU driver.
+func TestLiveNativeHooks(t *testing.T) {
+	g, assets := liveGuest(t)
+	d := openLive(t, g, true)
+	o := kernelOS(t, d, assets)
+	fn, err := o.Symbol("ksys_write")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := hook.NewNative(d, hook.WithFlush(o.Flush))
+	if err := eng.Add(hook.Hook{Addr: fn, Root: o.KernelRoot(), Global: true, Tag: "write"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h := &countingHandler{fn: fn, n: 10, stop: cancel}
+	if err := eng.Run(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if h.hits < 10 || h.wrong != 0 || len(h.notices) != 0 {
+		t.Fatalf("hits %d wrong %d notices %+v", h.hits, h.wrong, h.notices)
+	}
+	if err := eng.Close(); err != nil {
+		t.Fatalf("engine close: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("driver close: %v", err)
+	}
+	if !waitRecords(g, 10, 60*time.Second) {
+		t.Fatal("guest does not run its workload after the engine closed")
 	}
 }
