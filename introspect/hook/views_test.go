@@ -2,6 +2,8 @@ package hook
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -383,4 +385,71 @@ func TestViewsSharedAddressRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.check(t, s, rec, true)
+}
+
+// TestViewsStaleBreakpoint: an INT3 event that arrives after its hook was
+// removed resumes the vCPU over the original instruction.
+func TestViewsStaleBreakpoint(t *testing.T) {
+	w := newWorld(t, 1, 1, 0)
+	s := &script{ops: [][]sim.Op{{call(f2, false, 1)}}}
+	w.load(t, s)
+	rec := newHitLog(w)
+	e, err := w.attach(rec, ViewsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var ev *driver.Event
+	for {
+		// Answer the Accessed-bit traps of the first walk until the INT3.
+		if ev, err = w.m.WaitEvent(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Reason == driver.ReasonInterrupt {
+			break
+		}
+		if ev.Regs.RIP == uint64(f2) && ev.Reason == driver.ReasonMemoryAccess {
+			// Answer without delivering the hit at the write trap.
+			if err := w.m.Respond(ev, driver.Response{}); err != nil {
+				t.Fatal(err)
+			}
+			w.m.Pause()
+			for level := paging.Level(4); level >= 1; level-- {
+				pte, v, _ := w.k.Entry(f2, level)
+				var b [8]byte
+				binary.LittleEndian.PutUint64(b[:], v|paging.PTEAccessed)
+				w.m.Poke(pte, b[:])
+			}
+			w.m.Resume()
+			continue
+		}
+		if err := w.m.Respond(ev, e.handle(ev, rec)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Remove(w.hooks[3]); err != nil {
+		t.Fatal(err)
+	}
+	r := e.handle(ev, rec)
+	if r != stepDefault || e.Stats().Stale != 1 || rec.notices[NoticeStaleBreakpoint] != 1 {
+		t.Fatalf("response %+v, stats %+v", r, e.Stats())
+	}
+	if err := w.m.Respond(ev, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := runToIdle(e, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.hits[0]) != 0 {
+		t.Fatalf("hits %v", rec.hits)
+	}
+	if err := w.guestSafe(s, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.m.Pristine(); err != nil {
+		t.Fatal(err)
+	}
 }
