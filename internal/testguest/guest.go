@@ -27,6 +27,11 @@ type Options struct {
 	// (RAM-backed, so QEMU's dirty pages are never written back to a disk),
 	// else Dir. Close removes the file.
 	RAMDir string
+	// RAMFile, if set, is the RAM file's path instead of a new name in
+	// RAMDir, so that a guest booted again gets the same path (tests of an
+	// exporter configured with it). A stale file is removed first; Close
+	// removes it.
+	RAMFile string
 	// QEMU is the qemu-system-x86_64 binary: this, else $VMI_QEMU, else the
 	// one in PATH.
 	QEMU string
@@ -177,7 +182,10 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 			ramDir = "/dev/shm"
 		}
 	}
-	if ramDir != "" {
+	if o.RAMFile != "" {
+		_ = os.Remove(o.RAMFile)
+		g.RAMPath = o.RAMFile
+	} else if ramDir != "" {
 		f, err := os.CreateTemp(ramDir, "vmitg-*.ram")
 		if err != nil {
 			g.cleanup()
