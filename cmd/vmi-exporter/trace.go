@@ -25,6 +25,7 @@ func traceCmd(ctx context.Context, args []string, stdout, stderr io.Writer, newA
 	fs.StringVar(&g.QEMU.RAMPath, "ram", "", "guest RAM file (memory-backend-file with share=on)")
 	fs.Uint64Var(&g.QEMU.RAMSize, "ram-size", 0, "guest RAM size in bytes (0: size of --ram)")
 	fs.StringVar(&g.OS, "os", "auto", "guest OS: linux, windows or auto")
+	fs.StringVar(&g.Profile.KernelImage, "kernel", "", "guest kernel image (vmlinuz) to build the profile from; default: the profile cached for the banner found in guest memory")
 	fs.StringVar(&g.Profile.SystemMap, "system-map", "", "System.map overriding the kernel's own symbols")
 	fs.StringVar(&g.Profile.ISF, "isf", "", "Volatility 3 ISF profile overriding the kernel's own types")
 	fs.StringVar(&g.Profile.CacheDir, "profile-cache", "", "directory caching built kernel profiles")
