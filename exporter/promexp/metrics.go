@@ -20,7 +20,7 @@ const OtherProcess = "other"
 
 // maxLabelLen bounds label values that come from the guest (kernel
 // banner, process names): the guest controls them.
-const maxLabelLen = 128
+const maxLabelLen = 256
 
 // Options configure the metrics.
 type Options struct {
