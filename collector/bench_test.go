@@ -54,19 +54,24 @@ func (f *flood) attacher() *collectortest.Attacher {
 // pipelineBench runs n flood events through a collector with Prometheus
 // metrics and an OTLP exporter over exp; it returns when the guest has
 // emitted everything (not when exporters are done) plus a stop function.
-func runFlood(b *testing.B, f *flood, o otlp.Options, queue int) (m *promexp.Metrics, stop func()) {
-	exp, err := otlp.New(context.Background(), o)
-	if err != nil {
-		b.Fatal(err)
-	}
+// A nil o leaves the OTLP exporter out.
+func runFlood(b *testing.B, f *flood, o *otlp.Options, queue int) (m *promexp.Metrics, stop func()) {
 	m = promexp.New(promexp.Options{})
-	c, err := collector.New(collector.Options{
+	co := collector.Options{
 		Guests:    []collector.GuestConfig{{Name: "bench", Driver: "t"}},
 		Attachers: map[string]collector.Attacher{"t": f.attacher()},
 		Enabled:   collector.ProbeKinds(),
-		Metrics:   m, Sinks: []collector.Sink{exp}, Enrichers: []collector.Enricher{exp.Tracker()},
-		QueueSize: queue, CloseTimeout: 2 * time.Second,
-	})
+		Metrics:   m, QueueSize: queue, CloseTimeout: 2 * time.Second,
+	}
+	if o != nil {
+		exp, err := otlp.New(context.Background(), *o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		co.Sinks = []collector.Sink{exp}
+		co.Enrichers = []collector.Enricher{exp.Tracker()}
+	}
+	c, err := collector.New(co)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,7 +89,7 @@ func runFlood(b *testing.B, f *flood, o otlp.Options, queue int) (m *promexp.Met
 func BenchmarkPipeline(b *testing.B) {
 	mem := tracetest.NewInMemoryExporter()
 	f := newFlood(b.N)
-	_, stop := runFlood(b, f, otlp.Options{SpanExporter: mem}, 1<<16)
+	_, stop := runFlood(b, f, &otlp.Options{SpanExporter: mem}, 1<<16)
 	// Empty the in-memory exporter as a receiver would, so that its
 	// growing slice does not dominate.
 	go func() {
@@ -107,6 +112,22 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
 	stop()
 	mem.Reset()
+}
+
+// BenchmarkPipelineMetricsOnly: the same flood with Prometheus metrics
+// only, to separate the cost of the event loop and metrics from tracing.
+func BenchmarkPipelineMetricsOnly(b *testing.B) {
+	f := newFlood(b.N)
+	_, stop := runFlood(b, f, nil, 1<<16)
+	cpu0 := cpuTime()
+	b.ReportAllocs()
+	b.ResetTimer()
+	close(f.start)
+	<-f.done
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
+	stop()
 }
 
 // stalledEndpoint accepts TCP connections and never answers: an OTLP
@@ -152,7 +173,7 @@ func BenchmarkFloodStalledOTLP(b *testing.B) {
 		var base runtime.MemStats
 		runtime.ReadMemStats(&base)
 		f := newFlood(events)
-		m, stop := runFlood(b, f, otlp.Options{Endpoint: addr, Insecure: true, MaxOpenProcesses: 10000}, collector.DefaultQueueSize)
+		m, stop := runFlood(b, f, &otlp.Options{Endpoint: addr, Insecure: true, MaxOpenProcesses: 10000}, collector.DefaultQueueSize)
 		var peak atomic.Uint64
 		sample := make(chan struct{})
 		go func() {
