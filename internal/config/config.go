@@ -329,7 +329,7 @@ func (c *Config) ValidateGuests() []error {
 		default:
 			bad("%s: os %q is not linux, windows or auto", where, g.OS)
 		}
-		for key, p := range map[string]string{"profile.system_map": g.Profile.SystemMap, "profile.isf": g.Profile.ISF} {
+		for key, p := range map[string]string{"profile.system_map": g.Profile.SystemMap, "profile.isf": g.Profile.ISF, "profile.kernel_image": g.Profile.KernelImage} {
 			if p == "" {
 				continue
 			}

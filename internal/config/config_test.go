@@ -139,7 +139,9 @@ guests:
   - name: "bad name"
     driver: xen
   - qemu: {gdb_socket: /y, ram_path: /nonexistent/ram}
+    profile: {kernel_image: /nonexistent/vmlinuz}
 `, nil, []string{
+			"guests[3]: profile.kernel_image: stat /nonexistent/vmlinuz",
 			`guests[0] (vm1): driver "vbox" is neither qemu nor xen`,
 			"guests[1] (vm1): name used twice",
 			`guests[1] (vm1): os "plan9"`,
