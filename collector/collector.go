@@ -193,7 +193,11 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 		}
 		s.o.Metrics.Up(s.cfg.Name, nil, false)
 	}()
-	g := *sess.Guest()
+	gp := sess.Guest()
+	if gp == nil {
+		return true, errors.New("session has no guest identity")
+	}
+	g := *gp
 	g.Domain = s.cfg.Name
 	probes, err := sess.OS().Probes(s.o.Enabled)
 	if err != nil {
