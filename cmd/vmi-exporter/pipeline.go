@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/collector/rules"
 	"github.com/vmi-exporter/vmi-exporter/exporter/jsonl"
 	"github.com/vmi-exporter/vmi-exporter/exporter/otlp"
 	"github.com/vmi-exporter/vmi-exporter/exporter/promexp"
@@ -41,8 +42,12 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		Backoff:   cfg.Backoff,
 		Logger:    log,
 		Once:      po.once,
-		// Rules: the rules engine (issue 6) builds them from cfg.Rules.
 	}
+	eng, err := newRules(cfg)
+	if err != nil {
+		return nil, err
+	}
+	o.Rules = []collector.Rule{eng}
 	var sinks []collector.Sink
 	closeAll := func() {
 		for _, s := range sinks {
@@ -128,4 +133,14 @@ func (p *pipeline) serve(ctx context.Context, web config.Web, log *slog.Logger) 
 		return fmt.Errorf("run: %w", err)
 	}
 	return nil
+}
+
+// newRules compiles the default suspicious-write rules with cfg.Rules
+// applied over them.
+func newRules(cfg *config.Config) (*rules.Engine, error) {
+	user, err := rules.Decode(cfg.Rules)
+	if err != nil {
+		return nil, err
+	}
+	return rules.New(rules.Merge(rules.Defaults(), user), rules.Options{})
 }

@@ -33,11 +33,10 @@ type token struct {
 	b    byte // tLit: the byte (lower case when the glob folds case)
 }
 
-// glob is a compiled path pattern. Patterns are anchored at both ends:
-//
-//	*     any run of characters within one path segment
-//	?     one character other than '/'
-//	**    any run of characters, across segments; "a/**/b" also matches "a/b"
+// glob is a compiled path pattern, anchored at both ends: "*" matches any
+// run of characters within one path segment, "?" one character other than
+// '/', and "**" any run of characters across segments ("a/**/b" also
+// matches "a/b").
 //
 // Every other character matches itself. '\' is a separator like '/'
 // (Windows paths are written either way), so there is no escape character.

@@ -28,7 +28,7 @@ func defaultEngine(t testing.TB) *Engine {
 
 func TestGlob(t *testing.T) {
 	for _, c := range []struct {
-		pat, path string
+		pat, path  string
 		fold, want bool
 	}{
 		{"/etc/**", "/etc/passwd", false, true},

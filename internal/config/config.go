@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/collector/rules"
 )
 
 // DefaultListenAddress is where /metrics is served by default. 9860 is not
@@ -46,7 +47,8 @@ type Config struct {
 	Queues  Queues                  `koanf:"queues"`
 	Backoff collector.Backoff       `koanf:"backoff"`
 	Log     Log                     `koanf:"log"`
-	// Rules are passed as written to the rules engine (issue 6).
+	// Rules are suspicious-write rules applied over the default set
+	// (collector/rules: decoded and compiled by Validate and the command).
 	Rules []map[string]any `koanf:"rules"`
 }
 
@@ -281,6 +283,11 @@ func (c *Config) Validate() error {
 		if n, _ := r["name"].(string); n == "" {
 			bad("rules[%d]: no name", i)
 		}
+	}
+	if user, err := rules.Decode(c.Rules); err != nil {
+		errs = append(errs, err)
+	} else if _, err := rules.New(rules.Merge(rules.Defaults(), user), rules.Options{}); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,8 +79,8 @@ backoff:
 probes: [file.write]
 rules:
   - name: tmp-writes
-    kind: file.write
-    path: /tmp/*
+    kinds: [file.write]
+    paths: [/tmp/*]
 `)
 	env := []string{
 		"VMI_EXPORTER_WEB__LISTEN_ADDRESS=127.0.0.1:2222",
@@ -104,7 +105,7 @@ rules:
 	if strings.Join(c.Probes, ",") != "process.start,process.exit" {
 		t.Errorf("probes %v", c.Probes)
 	}
-	if len(c.Rules) != 1 || c.Rules[0]["path"] != "/tmp/*" {
+	if len(c.Rules) != 1 || fmt.Sprint(c.Rules[0]["paths"]) != "[/tmp/*]" {
 		t.Errorf("rules %v", c.Rules)
 	}
 
@@ -153,7 +154,9 @@ guests:
 		{"qemu without gdb", "guests: [{name: a}]", nil, []string{"guests[0] (a): qemu.gdb_socket is required"}},
 		{"bad numbers", guests, []string{"--queues.size", "0", "--backoff.initial", "5s", "--backoff.max", "1s", "--metrics.process-label-cap", "-1"},
 			[]string{"queues.size: 0", "backoff.max: 1s is shorter", "metrics.process_label_cap: -1"}},
-		{"unnamed rule", guests + "rules: [{path: /tmp}]", nil, []string{"rules[0]: no name"}},
+		{"unnamed rule", guests + "rules: [{paths: [/tmp]}]", nil, []string{"rules[0]: no name"}},
+		{"bad rule", guests + "rules: [{name: x, os: bsd, paths: [/tmp]}]", nil, []string{`os "bsd" is not linux, windows or any`}},
+		{"unknown rule key", guests + "rules: [{name: x, path: /tmp}]", nil, []string{"field path not found"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(t, append([]string{"--config", writeFile(t, tc.file)}, tc.args...), nil)
