@@ -19,11 +19,15 @@ const maxLineLen = 4096
 const (
 	SpawnsPerRound     = 6 // vmi-round, 2 vmi-writer, 2 vmi-child, 1 vmi-exiter
 	ExitsPerRound      = 6 // every spawned process is reaped
-	FilesPerRound      = 6 // 2 per vmi-writer, 1 per vmi-child
+	FilesPerRound      = 7 // 2 per vmi-writer, 1 per vmi-child (under /tmp/vmi), 1 by vmi-round (EtcFile)
 	WritesPerFile      = 2 // "echo >" then "echo >>"
 	OpensPerFile       = 2 // O_CREAT|O_TRUNC, then O_CREAT|O_APPEND
 	FileWritesPerRound = FilesPerRound * WritesPerFile
 )
+
+// EtcFile is the file vmi-round writes under /etc in round r: a write the
+// default suspicious-write rule linux-etc flags (collector/rules).
+func EtcFile(r int) string { return fmt.Sprintf("/etc/vmi-test-r%d.conf", r) }
 
 // Names of the workload processes (their comm after exec).
 const (
@@ -275,15 +279,19 @@ func (m *Manifest) Check() error {
 		}
 		paths[f.Path] = true
 		s, ok := spawns[f.PID]
-		if !ok {
+		etc := f.Path == EtcFile(f.Round)
+		switch {
+		case !ok:
 			bad("file %s written by unknown pid %d", f.Path, f.PID)
-		} else if s.Name != NameWriter && s.Name != NameChild {
+		case etc && s.Name != NameRound:
+			bad("file %s written by %s, want %s", f.Path, s.Name, NameRound)
+		case !etc && s.Name != NameWriter && s.Name != NameChild:
 			bad("file %s written by %s, want %s or %s", f.Path, s.Name, NameWriter, NameChild)
 		}
 		if f.Writes != WritesPerFile || f.Opens != OpensPerFile {
 			bad("file %s: opens=%d writes=%d, want %d and %d", f.Path, f.Opens, f.Writes, OpensPerFile, WritesPerFile)
 		}
-		if !strings.HasPrefix(f.Path, fmt.Sprintf("/tmp/vmi/r%d-", f.Round)) {
+		if !etc && !strings.HasPrefix(f.Path, fmt.Sprintf("/tmp/vmi/r%d-", f.Round)) {
 			bad("file %s: path does not match round %d", f.Path, f.Round)
 		}
 		c := perRound[f.Round]

@@ -77,6 +77,7 @@ func roundLines(r, base int) []string {
 		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-writer round=%d", p(1), p(0), r),
 		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-writer round=%d", p(2), p(0), r),
 		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-exiter round=%d", p(3), p(0), r),
+		fmt.Sprintf("VMI file path=/etc/vmi-test-r%d.conf pid=%d opens=2 writes=2 bytes=42 round=%d", r, p(0), r),
 		fmt.Sprintf("VMI file path=/tmp/vmi/r%d-w0-f0.dat pid=%d opens=2 writes=2 bytes=61 round=%d", r, p(1), r),
 		fmt.Sprintf("VMI file path=/tmp/vmi/r%d-w0-f1.dat pid=%d opens=2 writes=2 bytes=61 round=%d", r, p(1), r),
 		fmt.Sprintf("VMI file path=/tmp/vmi/r%d-w1-f0.dat pid=%d opens=2 writes=2 bytes=61 round=%d", r, p(2), r),
@@ -130,7 +131,9 @@ func TestManifestCheck(t *testing.T) {
 		errSub string
 	}{
 		{"missing exit", func(l []string) []string { return del(l, "VMI exit pid=95 ") }, "never exited"},
-		{"missing file", func(l []string) []string { return del(l, "r1-w0-f1.dat") }, "5 files"},
+		{"missing file", func(l []string) []string { return del(l, "r1-w0-f1.dat") }, "6 files"},
+		{"etc file by another process", func(l []string) []string { return repl(l, "vmi-test-r1.conf pid=91", "vmi-test-r1.conf pid=92") }, "written by vmi-writer, want vmi-round"},
+		{"missing etc file", func(l []string) []string { return del(l, "vmi-test-r2.conf") }, "6 files"},
 		{"missing done", func(l []string) []string { return del(l, "VMI done round=1") }, "did not finish"},
 		{"wrong parent", func(l []string) []string {
 			return repl(l, "pid=95 ppid=92 name=vmi-child", "pid=95 ppid=91 name=vmi-child")

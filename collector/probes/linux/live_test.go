@@ -236,7 +236,7 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 			exitName[ev.Process.PID] = ev.Process.Name
 			got[key{ev.Kind, ev.Process.PID, ""}]++
 		default:
-			if strings.HasPrefix(ev.Path, "/tmp/vmi/") {
+			if strings.HasPrefix(ev.Path, "/tmp/vmi/") || strings.HasPrefix(ev.Path, "/etc/vmi-test-") {
 				got[key{ev.Kind, ev.Process.PID, ev.Path}]++
 			}
 		}
