@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
@@ -67,6 +68,8 @@ type Driver struct {
 
 	mu  sync.Mutex
 	bps map[introspect.Va]bool
+
+	restepped atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -411,22 +414,21 @@ func (d *Driver) Respond(ev *driver.Event, r driver.Response) error {
 // maxStepTries bounds how often stepOver asks QEMU to step one vCPU.
 const maxStepTries = 8
 
-// stepOver single-steps vCPU v (thread t) off the breakpoint at rip.
+// stepOver single-steps vCPU v (thread t) off the breakpoint at rip, and
+// checks that it left: an instruction at a function's entry never steps to
+// itself, so a RIP still at rip means the step did not execute it.
 //
 // When two vCPUs hit breakpoints at nearly the same time, QEMU can answer
-// the step of one with the pending stop of the other, without having
-// stepped the first; resuming then would run it into the same breakpoint
-// again and report one execution twice. So a reply naming another thread
-// is checked against v's RIP, and the step repeated until v has moved. The
-// other vCPU is still at its breakpoint and reports it again on resume.
+// the step of one with the pending stop of the other, or end the step
+// before the instruction ran; resuming then would run the vCPU into the
+// same breakpoint again and report one execution twice. So the step is
+// repeated, bounded, until v has moved. The other vCPU is still at its
+// breakpoint and reports it again on resume.
 func (d *Driver) stepOver(v introspect.VCPU, t gdbstub.Thread, rip uint64) error {
 	for try := 1; ; try++ {
 		st, err := d.gdb.Step(t)
 		if err != nil {
 			return fmt.Errorf("qemu: step vCPU %d over breakpoint: %w", v, err)
-		}
-		if st.HasThread && st.Thread == t {
-			return nil
 		}
 		regs, err := d.Registers(v)
 		if err != nil {
@@ -435,12 +437,17 @@ func (d *Driver) stepOver(v introspect.VCPU, t gdbstub.Thread, rip uint64) error
 		if regs.RIP != rip {
 			return nil
 		}
-		d.log.Debug("qemu: step answered by another vCPU's stop; stepping again", "vcpu", v, "other", st.Thread, "try", try)
+		d.restepped.Add(1)
+		d.log.Debug("qemu: step left the vCPU at its breakpoint; stepping again", "vcpu", v, "reply_thread", st.Thread, "try", try)
 		if try == maxStepTries {
 			return fmt.Errorf("qemu: vCPU %d did not leave the breakpoint at %#x after %d steps", v, rip, try)
 		}
 	}
 }
+
+// Resteps returns how many steps over a breakpoint had to be repeated
+// because the vCPU had not moved.
+func (d *Driver) Resteps() uint64 { return d.restepped.Load() }
 
 // Close removes every breakpoint, detaches (QEMU resumes the guest) and
 // releases the RAM mapping. If the gdbstub connection broke, Close dials
