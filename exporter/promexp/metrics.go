@@ -50,6 +50,7 @@ type Metrics struct {
 	handles   map[handleKey]*handles
 	infoLabel map[string][3]string // domain → its info series
 	procNames map[string]struct{}
+	exporters []string // names passed to Queue, for zero-valued drop series
 }
 
 type handleKey struct {
@@ -257,6 +258,10 @@ func (m *Metrics) Up(domain string, g *collector.Guest, up bool) {
 		for _, k := range m.kinds {
 			k.WithLabelValues(domain)
 		}
+		// Drops start at zero too, so that rate() and alerts see them.
+		for _, e := range m.exporters {
+			m.dropped.WithLabelValues(domain, e)
+		}
 		m.infoLabel[domain] = [3]string{}
 	}
 	if g == nil {
@@ -280,6 +285,12 @@ func (m *Metrics) Dropped(domain, exporter string) {
 
 // Queue reports an exporter queue's length as vmi_exporter_queue_length.
 func (m *Metrics) Queue(exporter string, length func() int) {
+	m.mu.Lock()
+	m.exporters = append(m.exporters, exporter)
+	for domain := range m.infoLabel {
+		m.dropped.WithLabelValues(domain, exporter)
+	}
+	m.mu.Unlock()
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "vmi_exporter_queue_length",
 		Help:        "Events waiting in an exporter's queue.",
