@@ -266,10 +266,11 @@ func poll(ctx context.Context, t *testing.T, what string, cond func() bool) {
 // checkWorkload compares events with the workload's manifest exactly:
 // every spawned process starts once with its pid and parent pid and exits
 // once with its pid, parent pid and name (vmi-round ends in "exec rm", so
-// only its pid and parent are checked); every file under /tmp/vmi/ is
+// only its pid and parent are checked); every file
+// the manifest lists (under /tmp/vmi/, and /etc/vmi-test-r<round>.conf) is
 // created (opened with O_CREAT) and written exactly as often as the
 // workload did, with its full path and the writer's pid and name; no other
-// file under /tmp/vmi/ and no second start or exit of a workload pid shows.
+// such file and no second start or exit of a workload pid shows.
 func checkWorkload(t *testing.T, man *testguest.Manifest, events []collector.Event) {
 	t.Helper()
 	type key struct {
@@ -277,13 +278,17 @@ func checkWorkload(t *testing.T, man *testguest.Manifest, events []collector.Eve
 		pid  uint64
 		path string
 	}
+	files := map[string]bool{}
+	for _, f := range man.Files {
+		files[f.Path] = true
+	}
 	got := map[key][]collector.Event{}
 	for _, ev := range events {
 		switch ev.Kind {
 		case collector.KindProcessStart, collector.KindProcessExit:
 			got[key{ev.Kind, ev.Process.PID, ""}] = append(got[key{ev.Kind, ev.Process.PID, ""}], ev)
 		case collector.KindFileCreate, collector.KindFileWrite:
-			if strings.HasPrefix(ev.Path, "/tmp/vmi/") {
+			if files[ev.Path] || strings.HasPrefix(ev.Path, "/tmp/vmi/") || strings.HasPrefix(ev.Path, "/etc/vmi-test-") {
 				got[key{ev.Kind, ev.Process.PID, ev.Path}] = append(got[key{ev.Kind, ev.Process.PID, ev.Path}], ev)
 			}
 		}
@@ -344,7 +349,7 @@ func checkWorkload(t *testing.T, man *testguest.Manifest, events []collector.Eve
 	if t.Failed() {
 		var b strings.Builder
 		for _, ev := range events {
-			fmt.Fprintf(&b, "%s pid=%d ppid=%d name=%s path=%s\n", ev.Kind, ev.Process.PID, ev.Process.PPID, ev.Process.Name, ev.Path)
+			fmt.Fprintf(&b, "%s %s vcpu=%d pid=%d ppid=%d name=%s path=%s\n", ev.Time.Format("15:04:05.000000"), ev.Kind, ev.VCPU, ev.Process.PID, ev.Process.PPID, ev.Process.Name, ev.Path)
 		}
 		t.Logf("events:\n%s", b.String())
 	}
@@ -757,7 +762,8 @@ func readJSONL(t *testing.T, path string) []collector.Event {
 //   - the JSON events of the workload match its manifest exactly
 //     (checkWorkload: pids, parents, names, paths, counts);
 //   - the counters' increase over the rounds is at least the manifest's
-//     counts (6 starts, 6 exits, 12 creates, 12 writes per round), and the
+//     counts (per round 6 starts, 6 exits, and 2 creates and 2 writes of
+//     each of testguest.FilesPerRound files), and the
 //     file counters' increase is exactly that: the workload is the only
 //     thing that creates or writes regular files while it runs;
 //   - vmi_guest_up is 1 and no event was dropped.
