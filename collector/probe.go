@@ -2,6 +2,7 @@ package collector
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
@@ -39,4 +40,33 @@ type GuestOS interface {
 	Kernel() string
 	// Probes returns the probes for the enabled event kinds.
 	Probes(enabled []Kind) ([]Probe, error)
+}
+
+// ProbeSpec names the kernel function whose hits yield one kind of event,
+// and how to decode them; an OS layer lists one per kind it supports.
+type ProbeSpec struct {
+	Kind   Kind
+	Func   string
+	Decode func(h *hook.Hit, ev *Event) error
+}
+
+// SelectProbes returns the probes of the enabled kinds that specs cover,
+// with each function's address resolved by symbol and rooted at root.
+// Enabled kinds without a spec (page faults, page-in/out, reinjections:
+// those come from the hook engine) are ignored.
+func SelectProbes(enabled []Kind, specs []ProbeSpec, symbol func(string) (introspect.Va, error), root introspect.Pa) ([]Probe, error) {
+	var out []Probe
+	for _, k := range enabled {
+		for _, s := range specs {
+			if s.Kind != k {
+				continue
+			}
+			addr, err := symbol(s.Func)
+			if err != nil {
+				return nil, fmt.Errorf("probe %s for %s: %w", s.Func, k, err)
+			}
+			out = append(out, Probe{Name: s.Func, Kind: k, Addr: addr, Root: root, Decode: s.Decode})
+		}
+	}
+	return out, nil
 }

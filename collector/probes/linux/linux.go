@@ -80,29 +80,12 @@ func (g *Guest) Kernel() string { return g.os.Banner() }
 // page-in/out, reinjections) come from the hook engine, not from probes,
 // and are ignored here.
 func (g *Guest) Probes(enabled []collector.Kind) ([]collector.Probe, error) {
-	var out []collector.Probe
-	for _, k := range enabled {
-		var fn string
-		var dec func(*hook.Hit, *collector.Event) error
-		switch k {
-		case collector.KindFileCreate:
-			fn, dec = FuncFileCreate, g.decodeCreate
-		case collector.KindFileWrite:
-			fn, dec = FuncFileWrite, g.decodeWrite
-		case collector.KindProcessStart:
-			fn, dec = FuncProcessStart, g.decodeStart
-		case collector.KindProcessExit:
-			fn, dec = FuncProcessExit, g.decodeExit
-		default:
-			continue
-		}
-		addr, err := g.os.Symbol(fn)
-		if err != nil {
-			return nil, fmt.Errorf("probe %s for %s: %w", fn, k, err)
-		}
-		out = append(out, collector.Probe{Name: fn, Kind: k, Addr: addr, Root: g.os.KernelRoot(), Decode: dec})
-	}
-	return out, nil
+	return collector.SelectProbes(enabled, []collector.ProbeSpec{
+		{Kind: collector.KindFileCreate, Func: FuncFileCreate, Decode: g.decodeCreate},
+		{Kind: collector.KindFileWrite, Func: FuncFileWrite, Decode: g.decodeWrite},
+		{Kind: collector.KindProcessStart, Func: FuncProcessStart, Decode: g.decodeStart},
+		{Kind: collector.KindProcessExit, Func: FuncProcessExit, Decode: g.decodeExit},
+	}, g.os.Symbol, g.os.KernelRoot())
 }
 
 func skip(format string, a ...any) error {

@@ -24,6 +24,7 @@ const slide = 0x2c600000
 type guest struct {
 	g                *linuxtest.Guest
 	probes           map[collector.Kind]collector.Probe
+	gos              *probes.Guest
 	as               *linuxtest.AddressSpace
 	init, sh, thread introspect.Va
 	vmiDir           introspect.Va
@@ -73,6 +74,7 @@ func newGuest(t testing.TB) *guest {
 		t.Fatal(err)
 	}
 	gos := probes.New(o)
+	w.gos = gos
 	if gos.OS() != "linux" || gos.Kernel() != linuxtest.Banner {
 		t.Fatalf("identity %q %q", gos.OS(), gos.Kernel())
 	}
@@ -126,7 +128,7 @@ func TestProbes(t *testing.T) {
 			t.Errorf("probe %s: %+v", k, p)
 		}
 	}
-	ps, err := probes.New(nil).Probes(nil)
+	ps, err := w.gos.Probes(nil)
 	if err != nil || len(ps) != 0 {
 		t.Errorf("no kinds: %v %v", ps, err)
 	}
