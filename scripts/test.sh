@@ -18,3 +18,8 @@ go test -count=1 -tags xen ./introspect/driver/xen/
 
 echo "== go test"
 go test -count=1 -timeout 45m ./...
+
+echo "== rules"
+bash scripts/check-rules.sh
+echo "== chart"
+bash scripts/check-helm.sh
