@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench-qemu-hits.sh: breakpoint hits per second through QEMU's gdbstub on
-# the test guest, for Debian 12's QEMU 7.2 and the installed QEMU (10.0 from
-# bookworm-backports), plus the guest's workload rate with and without the
-# breakpoint. QEMU 7.2 is fetched with apt-get download and unpacked into a
-# cache directory; the installed QEMU is not touched.
+# the test guest, for the installed QEMU and the other Debian 12 candidate
+# (bookworm's 7.2 or bookworm-backports' 10.0, whichever is not installed),
+# plus the guest's workload rate with and without the breakpoint. The other
+# QEMU is fetched with apt-get download and unpacked into a cache directory;
+# the installed QEMU is not touched.
 #
 #   scripts/bench-qemu-hits.sh [-n HITS] [-r RUNS]
 #
@@ -23,17 +24,28 @@ while getopts "n:r:" o; do
 done
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cache=${VMI_QEMU72_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmi-exporter/qemu-7.2}
+# The suite of the QEMU to compare with the installed one.
+if qemu-system-x86_64 --version 2>/dev/null | grep -q 'version 7\.2'; then
+	suite=bookworm-backports other=backports
+else
+	suite=bookworm other=7.2
+fi
+cache=${VMI_QEMU_OTHER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmi-exporter/qemu-$suite}
 
-# fetch_qemu72 unpacks qemu-system-x86 7.2 with its modules, data files and
-# Debian 12's SeaBIOS into $cache/root.
-fetch_qemu72() {
+# version PKG: the version of PKG in $suite/main.
+version() {
+	apt-cache madison "$1" | awk -F'|' -v s=" $suite/main " '$3 ~ s {gsub(/ /,"",$2); print $2; exit}'
+}
+
+# fetch_other unpacks the other qemu-system-x86 with its modules, data
+# files and its suite's SeaBIOS into $cache/root.
+fetch_other() {
 	[ -x "$cache/root/usr/bin/qemu-system-x86_64" ] && return
-	ver=$(apt-cache madison qemu-system-x86 | awk -F'|' '$2 ~ /7\.2/ {gsub(/ /,"",$2); print $2; exit}')
-	datav=$(apt-cache madison qemu-system-data | awk -F'|' '$2 ~ /7\.2/ {gsub(/ /,"",$2); print $2; exit}')
-	biosv=$(apt-cache madison seabios | awk -F'|' '$3 ~ /bookworm\/main/ {gsub(/ /,"",$2); print $2; exit}')
+	ver=$(version qemu-system-x86)
+	datav=$(version qemu-system-data)
+	biosv=$(version seabios)
 	[ -n "$ver" ] && [ -n "$datav" ] && [ -n "$biosv" ] || {
-		echo "QEMU 7.2 not found in apt sources (need Debian 12 bookworm)" >&2
+		echo "QEMU of $suite not found in apt sources (apt-get update? bookworm-backports configured?)" >&2
 		exit 1
 	}
 	mkdir -p "$cache/debs" "$cache/root"
@@ -63,25 +75,25 @@ bench() {
 	} END { print h, f, m }'
 }
 
-fetch_qemu72
-q72=(QEMU_MODULE_DIR="$cache/root/usr/lib/x86_64-linux-gnu/qemu"
+fetch_other
+qo=(QEMU_MODULE_DIR="$cache/root/usr/lib/x86_64-linux-gnu/qemu"
 	VMI_QEMU="$cache/root/usr/bin/qemu-system-x86_64"
 	VMI_QEMU_DATADIR="$cache/root/usr/share/qemu")
-v72=$(env "${q72[@]:0:1}" "$cache/root/usr/bin/qemu-system-x86_64" --version | head -1)
+vo=$(env "${qo[@]:0:1}" "$cache/root/usr/bin/qemu-system-x86_64" --version | head -1)
 vsys=$(qemu-system-x86_64 --version | head -1)
 
 printf '%-4s %-10s %10s %16s %21s\n' run qemu hits/s records/s-free records/s-monitored
-sum72=0 sumsys=0
+sumo=0 sumsys=0
 for i in $(seq "$runs"); do
-	read -r h f m < <(bench "${q72[@]}")
-	printf '%-4s %-10s %10s %16s %21s\n' "$i" 7.2 "$h" "$f" "$m"
-	sum72=$(awk -v a="$sum72" -v b="$h" 'BEGIN { print a + b }')
+	read -r h f m < <(bench "${qo[@]}")
+	printf '%-4s %-10s %10s %16s %21s\n' "$i" "$other" "$h" "$f" "$m"
+	sumo=$(awk -v a="$sumo" -v b="$h" 'BEGIN { print a + b }')
 	read -r h f m < <(bench PATH="$PATH")
 	printf '%-4s %-10s %10s %16s %21s\n' "$i" installed "$h" "$f" "$m"
 	sumsys=$(awk -v a="$sumsys" -v b="$h" 'BEGIN { print a + b }')
 done
-echo "7.2:       $v72"
+echo "$other: $vo"
 echo "installed: $vsys"
-awk -v a="$sum72" -v b="$sumsys" -v n="$runs" 'BEGIN {
-	printf "mean hits/s: 7.2 %.1f, installed %.1f, installed/7.2 = %.2f\n", a / n, b / n, (a > 0 ? b / a : 0)
+awk -v a="$sumo" -v b="$sumsys" -v n="$runs" -v o="$other" 'BEGIN {
+	printf "mean hits/s: %s %.1f, installed %.1f, installed/%s = %.2f\n", o, a / n, b / n, o, (a > 0 ? b / a : 0)
 }'
