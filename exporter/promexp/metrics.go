@@ -82,7 +82,7 @@ func New(o Options) *Metrics {
 	m.buildInfo = f.gauge("vmi_exporter_build_info", "Version of vmi-exporter.", "version")
 	m.buildInfo.WithLabelValues(o.Version).Set(1)
 	m.attempts = f.counter("vmi_guest_attach_attempts_total", "Attach attempts by result (success or failure).", "domain", "result")
-	m.hits = f.counter("vmi_breakpoint_hits_total", "Breakpoint hits decoded into an event, by probe.", "domain", "probe")
+	m.hits = f.counter("vmi_breakpoint_hits_total", "Breakpoint hits by probe, whether or not they yielded an event (see vmi_probe_errors_total).", "domain", "probe")
 	m.kinds = map[collector.Kind]*prometheus.CounterVec{
 		collector.KindFileCreate:           f.counter("vmi_file_creates_total", "Files opened for creation in the guest.", "domain"),
 		collector.KindFileWrite:            f.counter("vmi_file_writes_total", "Writes to files in the guest.", "domain"),
@@ -222,8 +222,12 @@ func label(s string) string {
 }
 
 // ProbeError counts a hit that produced no event.
+//
+// Every probe error comes from a hit, so it counts as a hit too: the hit
+// counter is what the guest paid in stops, events or not.
 func (m *Metrics) ProbeError(domain, probe, reason string) {
 	m.probeErrors.WithLabelValues(domain, label(probe), reason).Inc()
+	m.hits.WithLabelValues(domain, label(probe)).Inc()
 }
 
 // Notice counts an engine notice that is not an event.
