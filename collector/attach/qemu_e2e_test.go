@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/collector/attach"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
+	"github.com/vmi-exporter/vmi-exporter/internal/promtest"
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
@@ -637,86 +637,6 @@ func metricValue(text, series string) (float64, bool) {
 	return 0, false
 }
 
-// prometheusServer starts Debian's Prometheus scraping target every
-// second and returns its base URL.
-func prometheusServer(ctx context.Context, t *testing.T, target string) string {
-	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatalf("the Prometheus server is required (apt-get install prometheus): %v", err)
-	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "prometheus.yml")
-	err = os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 900ms
-scrape_configs:
-  - job_name: vmi
-    static_configs:
-      - targets: [%q]
-`, target)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr)
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus logs:\n%s", logs.String())
-		}
-	})
-	base := "http://" + addr
-	poll(ctx, t, "prometheus ready", func() bool {
-		resp, err := http.Get(base + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return base
-}
-
-// promQuery returns the value of a PromQL expression yielding one sample,
-// or false when it yields none.
-func promQuery(t *testing.T, base, expr string) (float64, bool) {
-	t.Helper()
-	resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(expr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string
-		Data   struct {
-			Result []struct {
-				Value [2]any
-			}
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || r.Status != "success" {
-		t.Fatalf("query %s: %s %v", expr, r.Status, err)
-	}
-	if len(r.Data.Result) != 1 {
-		return 0, false
-	}
-	s, _ := r.Data.Result[0].Value[1].(string)
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		t.Fatalf("query %s: value %v: %v", expr, r.Data.Result[0].Value[1], err)
-	}
-	return v, true
-}
-
 // readJSONL returns the events of the exporter's JSON-lines log so far
 // (a trailing partial line is left for later).
 func readJSONL(t *testing.T, path string) []collector.Event {
@@ -779,11 +699,11 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 	listen := freeAddr(t)
 	jsonl := filepath.Join(t.TempDir(), "events.jsonl")
 	startExporter(t, bin, exporterConfig(t, listen, jsonl, guestConfig(g, assets.Kernel, t.TempDir())))
-	prom := prometheusServer(ctx, t, listen)
+	prom := promtest.Server(t, listen, time.Second)
 
 	up := `vmi_guest_up{domain="tg"}`
 	poll(ctx, t, "Prometheus sees the guest up", func() bool {
-		v, ok := promQuery(t, prom, up)
+		v, ok := promtest.Query(t, prom, up)
 		return ok && v == 1
 	})
 	tUp := time.Since(t0)
@@ -821,7 +741,7 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 			ok := true
 			var b strings.Builder
 			for _, k := range kinds {
-				v, found := promQuery(t, prom, fmt.Sprintf(`%s{domain="tg"}`, k.metric))
+				v, found := promtest.Query(t, prom, fmt.Sprintf(`%s{domain="tg"}`, k.metric))
 				if !found {
 					v = 0 // a counter without a sample yet is 0
 				}
@@ -872,19 +792,19 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 		if (k.kind == collector.KindFileCreate || k.kind == collector.KindFileWrite) && inc != want {
 			t.Errorf("%s increased by %v over %d rounds, want exactly %v", k.metric, inc, rounds, want)
 		}
-		hits, ok := promQuery(t, prom, fmt.Sprintf(`vmi_breakpoint_hits_total{domain="tg",probe=%q}`, k.probe))
-		noEvent, _ := promQuery(t, prom, fmt.Sprintf(`sum(vmi_probe_errors_total{domain="tg",probe=%q})`, k.probe))
+		hits, ok := promtest.Query(t, prom, fmt.Sprintf(`vmi_breakpoint_hits_total{domain="tg",probe=%q}`, k.probe))
+		noEvent, _ := promtest.Query(t, prom, fmt.Sprintf(`sum(vmi_probe_errors_total{domain="tg",probe=%q})`, k.probe))
 		if !ok || hits != final[k.kind]+noEvent || hits <= 0 {
 			t.Errorf("vmi_breakpoint_hits_total{probe=%q} = %v (found %v), want %v events + %v without event (> 0)", k.probe, hits, ok, final[k.kind], noEvent)
 		}
 	}
-	if v, ok := promQuery(t, prom, up); !ok || v != 1 {
+	if v, ok := promtest.Query(t, prom, up); !ok || v != 1 {
 		t.Errorf("%s = %v (found %v), want 1", up, v, ok)
 	}
-	if v, ok := promQuery(t, prom, `sum(vmi_events_dropped_total)`); ok && v != 0 {
+	if v, ok := promtest.Query(t, prom, `sum(vmi_events_dropped_total)`); ok && v != 0 {
 		t.Errorf("events dropped: %v", v)
 	}
-	if v, ok := promQuery(t, prom, `vmi_guest_attach_attempts_total{domain="tg",result="success"}`); !ok || v != 1 {
+	if v, ok := promtest.Query(t, prom, `vmi_guest_attach_attempts_total{domain="tg",result="success"}`); !ok || v != 1 {
 		t.Errorf("successful attaches %v (found %v), want 1", v, ok)
 	}
 	t.Logf("exporter up in Prometheus after %v; %d rounds in %v under monitoring (%d events); test took %v",

@@ -3,114 +3,21 @@ package promexp_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/exporter/promexp"
+	"github.com/vmi-exporter/vmi-exporter/internal/promtest"
 )
-
-// prometheusServer starts Debian's Prometheus scraping target every
-// 200ms, with exemplar storage on, and returns its base URL.
-func prometheusServer(t *testing.T, target string) string {
-	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatalf("the Prometheus server is required (apt-get install prometheus): %v", err)
-	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "prometheus.yml")
-	err = os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
-  scrape_interval: 200ms
-  scrape_timeout: 150ms
-scrape_configs:
-  - job_name: vmi
-    static_configs:
-      - targets: [%q]
-`, target)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--enable-feature=exemplar-storage")
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus logs:\n%s", logs.String())
-		}
-	})
-	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return base
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus not ready: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// query returns the value of a PromQL expression yielding one sample, or
-// false when it yields none.
-func query(t *testing.T, base, expr string) (float64, bool) {
-	t.Helper()
-	resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(expr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string
-		Data   struct {
-			Result []struct {
-				Value [2]any
-			}
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || r.Status != "success" {
-		t.Fatalf("query %s: %s %v", expr, r.Status, err)
-	}
-	if len(r.Data.Result) != 1 {
-		return 0, false
-	}
-	v, err := strconv.ParseFloat(r.Data.Result[0].Value[1].(string), 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v, true
-}
 
 // The real Prometheus server scrapes the exporter and its HTTP API
 // returns the workload's counts.
 func TestPrometheusServerScrapes(t *testing.T) {
 	m := promexp.New(promexp.Options{Version: "test"})
 	runGuest(t, m)
-	base := prometheusServer(t, serve(t, m, ""))
+	base := promtest.Server(t, serve(t, m, ""), 200*time.Millisecond)
 
 	want := map[string]float64{
 		`vmi_guest_up{domain="g1"}`:                                       1,
@@ -142,7 +49,7 @@ func TestPrometheusServerScrapes(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for expr, v := range want {
 		for {
-			got, ok := query(t, base, expr)
+			got, ok := promtest.Query(t, base, expr)
 			if (v == -1 && !ok) || (ok && got == v) {
 				break
 			}
