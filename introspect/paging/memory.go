@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"unicode/utf16"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
@@ -74,29 +75,33 @@ func (m *Memory) Read(root introspect.Pa, va introspect.Va, p []byte) error {
 
 // ReadU8 reads a byte.
 func (m *Memory) ReadU8(root introspect.Pa, va introspect.Va) (uint8, error) {
-	var b [1]byte
-	err := m.Read(root, va, b[:])
+	b := getScratch()
+	defer putScratch(b)
+	err := m.Read(root, va, b[:1])
 	return b[0], err
 }
 
 // ReadU16 reads a little-endian 16-bit value.
 func (m *Memory) ReadU16(root introspect.Pa, va introspect.Va) (uint16, error) {
-	var b [2]byte
-	err := m.Read(root, va, b[:])
-	return binary.LittleEndian.Uint16(b[:]), err
+	b := getScratch()
+	defer putScratch(b)
+	err := m.Read(root, va, b[:2])
+	return binary.LittleEndian.Uint16(b[:2]), err
 }
 
 // ReadU32 reads a little-endian 32-bit value.
 func (m *Memory) ReadU32(root introspect.Pa, va introspect.Va) (uint32, error) {
-	var b [4]byte
-	err := m.Read(root, va, b[:])
-	return binary.LittleEndian.Uint32(b[:]), err
+	b := getScratch()
+	defer putScratch(b)
+	err := m.Read(root, va, b[:4])
+	return binary.LittleEndian.Uint32(b[:4]), err
 }
 
 // ReadU64 reads a little-endian 64-bit value.
 func (m *Memory) ReadU64(root introspect.Pa, va introspect.Va) (uint64, error) {
-	var b [8]byte
-	err := m.Read(root, va, b[:])
+	b := getScratch()
+	defer putScratch(b)
+	err := m.Read(root, va, b[:8])
 	return binary.LittleEndian.Uint64(b[:]), err
 }
 
@@ -155,3 +160,12 @@ func (m *Memory) ReadUTF16(root introspect.Pa, va introspect.Va, nbytes, max int
 	}
 	return string(utf16.Decode(u)), nil
 }
+
+// scratch holds the small buffers of entry and integer reads. Passed to a
+// driver through the PhysReader interface, a stack buffer would escape and
+// cost an allocation per read; the pool makes the steady state allocation
+// free.
+var scratch = sync.Pool{New: func() any { return new([8]byte) }}
+
+func getScratch() *[8]byte  { return scratch.Get().(*[8]byte) }
+func putScratch(b *[8]byte) { scratch.Put(b) }

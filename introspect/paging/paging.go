@@ -137,7 +137,8 @@ func WalkVA(mem driver.PhysReader, root introspect.Pa, va introspect.Va, mode Mo
 		return w, &TranslationError{VA: va, Root: root, Level: Level(mode), Err: ErrNonCanonical}
 	}
 	table := introspect.Pa(uint64(root) & AddrMask)
-	var buf [8]byte
+	buf := getScratch()
+	defer putScratch(buf)
 	for level := Level(mode); level >= 1; level-- {
 		shift := 12 + 9*uint(level-1)
 		idx := (uint64(va) >> shift) & 0x1ff
