@@ -53,6 +53,9 @@ func skipE2E(t *testing.T) {
 		bin = "qemu-system-x86_64"
 	}
 	if _, err := exec.LookPath(bin); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not installed, and CI must run the live tests: %v", bin, err)
+		}
 		t.Skipf("%s not installed: %v", bin, err)
 	}
 }

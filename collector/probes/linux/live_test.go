@@ -38,6 +38,9 @@ func liveOSWith(t testing.TB, opts testguest.Options) (*testguest.Guest, *qemu.D
 		bin = "qemu-system-x86_64"
 	}
 	if _, err := exec.LookPath(bin); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not installed, and CI must run the live tests: %v", bin, err)
+		}
 		t.Skipf("%s not installed: %v", bin, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

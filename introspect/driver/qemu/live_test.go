@@ -31,6 +31,9 @@ func liveGuest(tb testing.TB) (*testguest.Guest, *testguest.Assets) {
 		qemu = "qemu-system-x86_64"
 	}
 	if _, err := exec.LookPath(qemu); err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("%s not installed, and CI must run the live tests: %v", qemu, err)
+		}
 		tb.Skipf("%s not installed: %v", qemu, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
