@@ -47,7 +47,10 @@ func linuxProfile(mem driver.PhysReader, pc collector.ProfileConfig, log *slog.L
 		p, err := cache.Load(b)
 		if err == nil {
 			log.Info("profile from cache", "banner", b)
-			return withOverrides(p, pc, log)
+			if err := vmlinux.ApplyOverrides(p, vmlinux.Options{SystemMap: pc.SystemMap, ISF: pc.ISF, Logger: log}); err != nil {
+				return nil, err
+			}
+			return p, nil
 		}
 		if !errors.Is(err, profile.ErrCacheMiss) {
 			log.Warn("profile cache entry unreadable", "banner", b, "err", err)
@@ -64,30 +67,15 @@ func linuxProfile(mem driver.PhysReader, pc collector.ProfileConfig, log *slog.L
 		// The OS layer finds the KASLR slide by the banner, which an ISF
 		// does not carry: take the one the guest shows.
 		isf.Profile.Name = banners[0]
-		return withOverrides(isf.Profile, collector.ProfileConfig{SystemMap: pc.SystemMap}, log)
+		if err := vmlinux.ApplyOverrides(isf.Profile, vmlinux.Options{SystemMap: pc.SystemMap, Logger: log}); err != nil {
+			return nil, err
+		}
+		return isf.Profile, nil
 	}
 	if len(banners) == 0 {
 		return nil, errors.New("no Linux kernel banner in guest memory")
 	}
 	return nil, fmt.Errorf("no cached profile for kernel %q: set profile.kernel_image to its vmlinuz (or profile.isf)", banners[0])
-}
-
-func withOverrides(p *profile.Profile, pc collector.ProfileConfig, log *slog.Logger) (*profile.Profile, error) {
-	if pc.SystemMap != "" {
-		syms, err := profile.LoadSystemMap(pc.SystemMap)
-		if err != nil {
-			return nil, err
-		}
-		log.Info("System.map override", "path", pc.SystemMap, "changed", p.OverrideSymbols(syms))
-	}
-	if pc.ISF != "" {
-		isf, err := profile.OpenISF(pc.ISF)
-		if err != nil {
-			return nil, err
-		}
-		log.Info("ISF override", "path", pc.ISF, "changed", p.Override(isf.Profile))
-	}
-	return p, nil
 }
 
 // FindBanners scans guest physical memory from address 0 until the end of
