@@ -294,6 +294,7 @@ func TestLiveLA57(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkProcessList(t, o)
 	img, err := o.ImagePath(&init)
 	if err != nil || img != "/bin/busybox" {
 		t.Errorf("init image %q, %v", img, err)
@@ -356,21 +357,48 @@ func BenchmarkLiveFDPath(b *testing.B) {
 	}
 }
 
-// findInit returns pid 1: the current task of a vCPU or an ancestor.
-func findInit(o *oslinux.OS) (oslinux.Task, error) {
-	tasks, errs := o.CurrentTasks()
-	for i, t := range tasks {
-		for n := 0; errs[i] == nil && n < 64; n++ {
-			if t.PID == 1 {
-				return t, nil
-			}
-			if t.Parent == t.Addr {
-				break
-			}
-			if t, errs[i] = o.Task(t.Parent); errs[i] != nil {
-				break
-			}
+// checkProcessList checks the live process list: unique pids, init and
+// kthreadd (pid 2, a kernel thread) present, every parent in the list or the
+// idle task (pid 0).
+func checkProcessList(t *testing.T, o *oslinux.OS) {
+	t.Helper()
+	ps, err := o.Processes(0)
+	if err != nil {
+		t.Fatalf("process list: %v", err)
+	}
+	byPID := map[uint64]oslinux.Task{}
+	for _, p := range ps {
+		if _, dup := byPID[p.PID]; dup {
+			t.Errorf("pid %d twice", p.PID)
+		}
+		if !p.IsGroupLeader() {
+			t.Errorf("thread %+v in the process list", p)
+		}
+		byPID[p.PID] = p
+	}
+	for _, p := range ps {
+		if _, ok := byPID[p.PPID]; !ok && p.PPID != 0 {
+			t.Errorf("pid %d %q: parent %d not listed", p.PID, p.Comm, p.PPID)
 		}
 	}
-	return oslinux.Task{}, errors.New("init not found from the vCPUs' tasks")
+	if k, ok := byPID[2]; !ok || k.Comm != "kthreadd" || k.MM != 0 {
+		t.Errorf("kthreadd: %+v (listed %v)", k, ok)
+	}
+	t.Logf("%d processes", len(ps))
+}
+
+// findInit returns pid 1 from the kernel's process list. (The vCPUs'
+// current tasks are no way to it: on an idle guest every vCPU runs its
+// swapper, whose parent is itself.)
+func findInit(o *oslinux.OS) (oslinux.Task, error) {
+	ps, err := o.Processes(0)
+	if err != nil {
+		return oslinux.Task{}, fmt.Errorf("process list: %w", err)
+	}
+	for _, p := range ps {
+		if p.PID == 1 {
+			return p, nil
+		}
+	}
+	return oslinux.Task{}, fmt.Errorf("init not among %d processes", len(ps))
 }

@@ -14,6 +14,8 @@ type offsets struct {
 	taskPID, taskTGID, taskComm, taskRealParent, taskGroupLeader uint64
 	taskMM, taskFiles, taskFS, taskSignal                        uint64
 	hasFS, hasSignal                                             bool
+	taskTasks                                                    uint64
+	hasTasks                                                     bool
 
 	mmExeFile, mmPgd uint64
 	hasPgd           bool
@@ -114,6 +116,7 @@ func resolveOffsets(p *profile.Profile) (offsets, error) {
 	req(&o.taskFiles, "task_struct", "files")
 	o.hasFS = opt(&o.taskFS, "task_struct", "fs")
 	o.hasSignal = opt(&o.taskSignal, "task_struct", "signal")
+	o.hasTasks = opt(&o.taskTasks, "task_struct", "tasks")
 
 	req(&o.mmExeFile, "mm_struct", "exe_file")
 	o.hasPgd = opt(&o.mmPgd, "mm_struct", "pgd")

@@ -26,6 +26,7 @@ const (
 	PerCPUCur   = 0x1fdc0 // per-cpu offset of current_task
 	bannerOff   = 0x10_0000
 	initPgtOff  = 0x10_2000
+	initTaskOff = 0x11_0000
 	heapStart   = 0x40_0000
 	UserBase    = 0x40_0000 // first user page VA
 	perCPUPages = 0x20
@@ -39,6 +40,7 @@ var Symbols = map[string]uint64{
 	"init_top_pgt":     LinkBase + initPgtOff,
 	"entry_SYSCALL_64": LinkBase + 0x100,
 	"current_task":     PerCPUCur,
+	"init_task":        LinkBase + initTaskOff,
 	"do_sys_openat2":   LinkBase + 0x1000,
 	"vfs_write":        LinkBase + 0x2000,
 	"wake_up_new_task": LinkBase + 0x3000,
@@ -74,6 +76,7 @@ func tStruct(n string, size uint64) profile.Type {
 const (
 	TaskPID, TaskTGID, TaskRealParent, TaskGroupLeader = 0x5a0, 0x5a4, 0x5b0, 0x5d0
 	TaskMM, TaskComm, TaskFS, TaskFiles, TaskSignal    = 0x4f0, 0x750, 0x7a0, 0x7a8, 0x7b8
+	TaskTasks                                          = 0x8c0
 	TaskSize                                           = 0x2000
 	MMExeFile, MMPgd                                   = 0x3a0, 0x48
 	FilePath, FileInode                                = 0x10, 0x20
@@ -97,7 +100,8 @@ func Profile() *profile.Profile {
 		fi("pid", TaskPID, tInt), fi("tgid", TaskTGID, tInt),
 		fi("real_parent", TaskRealParent, tPtr), fi("group_leader", TaskGroupLeader, tPtr),
 		fi("mm", TaskMM, tPtr), fi("comm", TaskComm, tComm), fi("fs", TaskFS, tPtr),
-		fi("files", TaskFiles, tPtr), fi("signal", TaskSignal, tPtr))
+		fi("files", TaskFiles, tPtr), fi("signal", TaskSignal, tPtr),
+		fi("tasks", TaskTasks, tStruct("list_head", 16)))
 	p.Types["mm_struct"] = st("mm_struct", 0x400, fi("exe_file", MMExeFile, tPtr), fi("pgd", MMPgd, tPtr))
 	p.Types["file"] = st("file", 0x100, fi("f_path", FilePath, tStruct("path", 16)), fi("f_inode", FileInode, tPtr))
 	p.Types["path"] = st("path", 16, fi("mnt", 0, tPtr), fi("dentry", 8, tPtr))
@@ -277,23 +281,31 @@ func (g *Guest) UserData(as *AddressSpace, b []byte) introspect.Va {
 	return introspect.Va(va)
 }
 
-// PutU64 writes a value at a direct-map address.
+// PutU64 writes a value at a direct-map or kernel-image address.
 func (g *Guest) PutU64(va introspect.Va, v uint64) {
-	binary.LittleEndian.PutUint64(g.RAM[KPA(va):], v)
+	binary.LittleEndian.PutUint64(g.RAM[g.pa(va):], v)
 }
 
-// PutU32 writes a value at a direct-map address.
+// PutU32 writes a value at a direct-map or kernel-image address.
 func (g *Guest) PutU32(va introspect.Va, v uint32) {
-	binary.LittleEndian.PutUint32(g.RAM[KPA(va):], v)
+	binary.LittleEndian.PutUint32(g.RAM[g.pa(va):], v)
 }
 
-// PutU16 writes a value at a direct-map address.
+// PutU16 writes a value at a direct-map or kernel-image address.
 func (g *Guest) PutU16(va introspect.Va, v uint16) {
-	binary.LittleEndian.PutUint16(g.RAM[KPA(va):], v)
+	binary.LittleEndian.PutUint16(g.RAM[g.pa(va):], v)
 }
 
-// PutBytes writes bytes at a direct-map address.
-func (g *Guest) PutBytes(va introspect.Va, b []byte) { copy(g.RAM[KPA(va):], b) }
+// PutBytes writes bytes at a direct-map or kernel-image address.
+func (g *Guest) PutBytes(va introspect.Va, b []byte) { copy(g.RAM[g.pa(va):], b) }
+
+// pa translates a direct-map or slid kernel-image address.
+func (g *Guest) pa(va introspect.Va) introspect.Pa {
+	if img := LinkBase + g.Slide; uint64(va) >= img && uint64(va) < img+2<<20 {
+		return introspect.Pa(ImagePhys + uint64(va) - img)
+	}
+	return KPA(va)
+}
 
 // Mount is a struct mount; Mnt is its embedded vfsmount.
 type Mount struct {
@@ -366,6 +378,30 @@ type Task struct {
 // fs_struct and signal_struct.
 func (g *Guest) NewTask(t Task) introspect.Va {
 	a := g.Alloc(TaskSize)
+	g.layoutTask(a, t)
+	return a
+}
+
+// InitTask lays out init_task, the idle task of the boot CPU, at its slid
+// address in the kernel image, and returns that address.
+func (g *Guest) InitTask() introspect.Va {
+	a := introspect.Va(Symbols["init_task"] + g.Slide)
+	g.layoutTask(a, Task{Comm: "swapper/0"})
+	return a
+}
+
+// LinkProcesses makes the process list (task_struct.tasks) the ring
+// init_task, tasks..., init_task.
+func (g *Guest) LinkProcesses(tasks ...introspect.Va) {
+	ring := append([]introspect.Va{introspect.Va(Symbols["init_task"] + g.Slide)}, tasks...)
+	for i, t := range ring {
+		next, prev := ring[(i+1)%len(ring)], ring[(i+len(ring)-1)%len(ring)]
+		g.PutU64(t+TaskTasks, uint64(next+TaskTasks))
+		g.PutU64(t+TaskTasks+8, uint64(prev+TaskTasks))
+	}
+}
+
+func (g *Guest) layoutTask(a introspect.Va, t Task) {
 	g.PutU32(a+TaskPID, t.PID)
 	g.PutU32(a+TaskTGID, t.TGID)
 	comm := make([]byte, 16)
@@ -415,7 +451,6 @@ func (g *Guest) NewTask(t Task) introspect.Va {
 		g.PutU32(sig+SignalLive, live)
 	}
 	g.PutU64(a+TaskSignal, uint64(sig))
-	return a
 }
 
 // SetFD installs file in slot fd of the task's descriptor table.
