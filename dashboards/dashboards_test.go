@@ -283,4 +283,3 @@ func uses(t *testing.T, qs []query) map[string][]string {
 	}
 	return m
 }
-

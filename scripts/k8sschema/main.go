@@ -212,8 +212,8 @@ func fromCRD(path, out string) (int, error) {
 	}
 	var crd struct {
 		Spec struct {
-			Group string
-			Names struct{ Kind string }
+			Group    string
+			Names    struct{ Kind string }
 			Versions []struct {
 				Name   string
 				Schema struct {
