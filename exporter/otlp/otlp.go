@@ -79,6 +79,23 @@ type Exporter struct {
 type procSpan struct {
 	span trace.Span
 	ctx  context.Context
+	// name and image are the span's process.executable.* values. A Linux
+	// process starts with its parent's name (fork before exec); later
+	// events of the process carry the program it runs, and refresh them.
+	name, image string
+}
+
+// refresh updates the process span's executable name and path from a later
+// event of the same process, when the process has changed program (exec).
+func (p *procSpan) refresh(ev *collector.Event) {
+	if n := ev.Process.Name; n != "" && n != p.name {
+		p.name = n
+		p.span.SetAttributes(semconv.ProcessExecutableName(utf8(n)))
+	}
+	if i := ev.Process.Image; i != "" && i != p.image {
+		p.image = i
+		p.span.SetAttributes(semconv.ProcessExecutablePath(utf8(i)))
+	}
 }
 
 // New builds the exporter and its span pipeline.
@@ -214,6 +231,7 @@ func (e *Exporter) Export(ev *collector.Event) {
 		if !ok {
 			p = e.startProcess(ev, false)
 		}
+		p.refresh(ev)
 		p.span.SetAttributes(AttrExitSeen.Bool(true))
 		p.span.End(trace.WithTimestamp(ev.Time))
 	default:
@@ -222,6 +240,7 @@ func (e *Exporter) Export(ev *collector.Event) {
 			p = e.startProcess(ev, false)
 			e.open.put(k, p)
 		}
+		p.refresh(ev)
 		_, s := e.tracer.Start(p.ctx, ev.Kind.String(),
 			trace.WithTimestamp(ev.Time), trace.WithAttributes(eventAttrs(ev)...))
 		s.End(trace.WithTimestamp(ev.Time.Add(ev.Latency)))
@@ -259,7 +278,7 @@ func (e *Exporter) startProcess(ev *collector.Event, startSeen bool) *procSpan {
 	ctx := withTraceID(context.Background(), ev.TraceID)
 	ctx, s := e.tracer.Start(ctx, ProcessSpan, trace.WithNewRoot(), trace.WithTimestamp(ev.Time), trace.WithAttributes(attrs...))
 	e.spans.Add(1)
-	return &procSpan{span: s, ctx: ctx}
+	return &procSpan{span: s, ctx: ctx, name: ev.Process.Name, image: ev.Process.Image}
 }
 
 func eventAttrs(ev *collector.Event) []attribute.KeyValue {

@@ -104,11 +104,12 @@ func proc(pid, ppid uint64, name string) collector.Process {
 	return collector.Process{PID: pid, PPID: ppid, Name: name, Image: "/usr/bin/" + name}
 }
 
-// script: process 10 starts, creates and writes a file, exits; process 20
+// script: process 10 starts (forked by a shell, so still named after it),
+// runs "writer", which creates and writes a file, and exits; process 20
 // (running before the attach) writes a file and never exits; process 30
 // starts and is still running at shutdown.
 var script = []collectortest.Step{
-	{Kind: collector.KindProcessStart, VCPU: 1, Process: proc(10, 1, "writer")},
+	{Kind: collector.KindProcessStart, VCPU: 1, Process: proc(10, 1, "sh")},
 	{Kind: collector.KindFileCreate, VCPU: 1, Process: proc(10, 1, "writer"), Path: "/tmp/out"},
 	{Kind: collector.KindFileWrite, VCPU: 0, Process: proc(20, 1, "old"), Path: "/var/log/old"},
 	{Kind: collector.KindFileWrite, VCPU: 1, Process: proc(10, 1, "writer"), Path: "/tmp/out"},
