@@ -190,6 +190,8 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 		if cerr := sess.Close(); cerr != nil {
 			s.log.Error("detach failed", "err", cerr)
 			err = errors.Join(err, fmt.Errorf("detach: %w", cerr))
+		} else {
+			s.log.Info("detached: hooks removed, guest resumed")
 		}
 		s.o.Metrics.Up(s.cfg.Name, nil, false)
 	}()
