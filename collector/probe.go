@@ -6,6 +6,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+	"github.com/vmi-exporter/vmi-exporter/introspect/profile"
 )
 
 // ErrSkip is returned (wrapped) by a probe's Decode for a hit that is
@@ -43,17 +44,25 @@ type GuestOS interface {
 }
 
 // ProbeSpec names the kernel function whose hits yield one kind of event,
-// and how to decode them; an OS layer lists one per kind it supports.
+// and how to decode them; an OS layer lists at least one per kind it
+// supports (more when the kind's events take several paths through the
+// kernel).
 type ProbeSpec struct {
 	Kind   Kind
 	Func   string
 	Decode func(h *hook.Hit, ev *Event) error
+	// Optional marks a function some kernel builds lack (inlined, or
+	// configured out): when its symbol is not found, the spec is skipped
+	// instead of failing the selection.
+	Optional bool
 }
 
 // SelectProbes returns the probes of the enabled kinds that specs cover,
 // with each function's address resolved by symbol and rooted at root.
 // Enabled kinds without a spec (page faults, page-in/out, reinjections:
-// those come from the hook engine) are ignored.
+// those come from the hook engine) are ignored. An optional spec whose
+// symbol is missing (symbol's error wraps profile.ErrNotFound) is skipped;
+// any other lookup error fails.
 func SelectProbes(enabled []Kind, specs []ProbeSpec, symbol func(string) (introspect.Va, error), root introspect.Pa) ([]Probe, error) {
 	var out []Probe
 	for _, k := range enabled {
@@ -62,6 +71,9 @@ func SelectProbes(enabled []Kind, specs []ProbeSpec, symbol func(string) (intros
 				continue
 			}
 			addr, err := symbol(s.Func)
+			if err != nil && s.Optional && errors.Is(err, profile.ErrNotFound) {
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("probe %s for %s: %w", s.Func, k, err)
 			}
