@@ -1,6 +1,6 @@
 // Package linux implements the collector's view of a Linux guest: its
-// identity and one probe per event kind, each a kernel function hooked at
-// its entry and decoded with the Linux OS layer.
+// identity and one probe per event kind (two for file.write), each a kernel
+// function hooked at its entry and decoded with the Linux OS layer.
 //
 // The functions were chosen from what Debian's 6.1 cloud kernel
 // (6.1.0-56-cloud-amd64) has as real, non-inlined functions in kallsyms,
@@ -17,11 +17,24 @@
 //     worse hooks: lookup_open, may_o_create and open_last_lookups are
 //     inlined in this build, vfs_create is used by mknod(2) only, and
 //     security_path_mknod also fires for names not yet in the dcache.
-//   - file.write: vfs_write(struct file *file, ...). write(2) and
-//     pwrite64(2) reach it with the struct file, whose f_path gives the full
-//     path without an fd-table lookup. Writes to anything but a regular file
-//     (pipes, ttys, sockets: inode i_mode) are skipped (collector.ErrSkip).
-//     writev(2) goes through vfs_writev and is not seen.
+//   - file.write: vfs_write(struct file *file, ...) and vfs_writev(struct
+//     file *file, const struct iovec __user *vec, ...), two probes decoded
+//     alike. write(2) and pwrite64(2) reach vfs_write, writev(2),
+//     pwritev(2) and pwritev2(2) reach vfs_writev, each with the struct
+//     file, whose f_path gives the full path without an fd-table lookup;
+//     neither calls the other, so a write is seen once, as one event per
+//     system call whatever the number of iovecs. Writes to anything but a
+//     regular file (pipes, ttys, sockets: inode i_mode) are skipped
+//     (collector.ErrSkip). vfs_writev is static in fs/read_write.c: here it
+//     is a real function under its plain name (a GCC clone with a changed
+//     signature would be named vfs_writev.isra.N or .constprop.N), so RDI is
+//     the file; a build that inlines it into do_writev and do_pwritev has no
+//     such symbol, and the probe is optional (collector.ProbeSpec.Optional):
+//     such a kernel still gets the other probes, and misses vectored writes.
+//     Hooking the system calls instead would need an fd-table lookup per hit
+//     and three entry points (plus compat ones) for one path.
+//     Not seen: writes through io_uring, splice/sendfile, mmap'ed pages, and
+//     the kernel's own (kernel_write).
 //   - process.start: wake_up_new_task(struct task_struct *p), called once per
 //     new task after fork/clone has fully built it. Threads (pid != tgid) are
 //     skipped. At this point the child has not exec'd yet, so its name and
@@ -29,8 +42,12 @@
 //   - process.exit: do_exit(long code) on the current task. The event is
 //     emitted for the thread that leaves the thread group empty
 //     (signal->live is still 1 on entry: the kernel decrements it inside
-//     do_exit), so a multi-threaded process yields one exit. The mm teardown
-//     (__mmput) is not used: it also runs for the old mm at every execve.
+//     do_exit), so a multi-threaded process yields one exit. This reads
+//     live before the decrement: two last threads entering do_exit at once
+//     on two vCPUs both see 2 and the exit is missed (the test guest's
+//     multi-threaded helper execs a single-threaded image before it exits
+//     so that its exit is exact). The mm teardown (__mmput) is not used: it
+//     also runs for the old mm at every execve.
 package linux
 
 import (
@@ -44,10 +61,11 @@ import (
 	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
 )
 
-// Hooked kernel functions, one per event kind.
+// Hooked kernel functions: one per event kind, two for file.write.
 const (
 	FuncFileCreate   = "do_sys_openat2"
 	FuncFileWrite    = "vfs_write"
+	FuncFileWritev   = "vfs_writev" // optional: absent where inlined
 	FuncProcessStart = "wake_up_new_task"
 	FuncProcessExit  = "do_exit"
 )
@@ -76,13 +94,15 @@ func (g *Guest) OS() string { return "linux" }
 func (g *Guest) Kernel() string { return g.os.Banner() }
 
 // Probes returns the probes of the enabled kinds among file.create,
-// file.write, process.start and process.exit. Other kinds (page faults,
-// page-in/out, reinjections) come from the hook engine, not from probes,
-// and are ignored here.
+// file.write (vfs_write, and vfs_writev when the kernel has it),
+// process.start and process.exit. Other kinds (page faults, page-in/out,
+// reinjections) come from the hook engine, not from probes, and are
+// ignored here.
 func (g *Guest) Probes(enabled []collector.Kind) ([]collector.Probe, error) {
 	return collector.SelectProbes(enabled, []collector.ProbeSpec{
 		{Kind: collector.KindFileCreate, Func: FuncFileCreate, Decode: g.decodeCreate},
 		{Kind: collector.KindFileWrite, Func: FuncFileWrite, Decode: g.decodeWrite},
+		{Kind: collector.KindFileWrite, Func: FuncFileWritev, Decode: g.decodeWrite, Optional: true},
 		{Kind: collector.KindProcessStart, Func: FuncProcessStart, Decode: g.decodeStart},
 		{Kind: collector.KindProcessExit, Func: FuncProcessExit, Decode: g.decodeExit},
 	}, g.os.Symbol, g.os.KernelRoot())
@@ -151,6 +171,8 @@ func (g *Guest) decodeCreate(h *hook.Hit, ev *collector.Event) error {
 	return nil
 }
 
+// decodeWrite decodes vfs_write and vfs_writev: both take the struct file
+// first.
 func (g *Guest) decodeWrite(h *hook.Hit, ev *collector.Event) error {
 	g.os.Flush()
 	file := introspect.Va(h.Ev.Regs.RDI)

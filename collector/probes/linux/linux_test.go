@@ -113,6 +113,7 @@ func (w *guest) hit(k collector.Kind, args ...uint64) (collector.Event, error) {
 
 func TestProbes(t *testing.T) {
 	w := newGuest(t)
+	// Four kinds; the synthetic profile has no vfs_writev (optional).
 	if len(w.probes) != 4 {
 		t.Fatalf("probes %v", w.probes)
 	}
@@ -221,5 +222,56 @@ func TestKindsIgnored(t *testing.T) {
 	}
 	if !slices.Contains(collector.Kinds(), collector.KindPageIn) {
 		t.Fatal("kind list changed")
+	}
+}
+
+// TestWritevProbe checks the optional vfs_writev probe: absent from a
+// kernel without the symbol (the synthetic profile of newGuest), and, where
+// the symbol is present, a second file.write probe decoded like vfs_write.
+func TestWritevProbe(t *testing.T) {
+	w := newGuest(t)
+	for _, p := range w.probes {
+		if p.Name == probes.FuncFileWritev {
+			t.Fatalf("vfs_writev probe without the symbol: %+v", p)
+		}
+	}
+	prof := linuxtest.Profile()
+	const off = 0x1234
+	prof.Symbols[probes.FuncFileWritev] = linuxtest.LinkBase + off
+	o, err := oslinux.New(w.g, prof, oslinux.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := probes.New(o).Probes([]collector.Kind{collector.KindFileWrite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 2 || ps[0].Name != probes.FuncFileWrite || ps[1].Name != probes.FuncFileWritev {
+		t.Fatalf("file.write probes %+v", ps)
+	}
+	p := ps[1]
+	if p.Kind != collector.KindFileWrite || uint64(p.Addr) != linuxtest.LinkBase+off+slide || p.Root != w.g.KernelRoot {
+		t.Errorf("vfs_writev probe %+v", p)
+	}
+	hit := func(file introspect.Va) (collector.Event, error) {
+		regs := w.regs
+		regs.RIP = uint64(p.Addr)
+		regs.RDI = uint64(file)
+		regs.RSI = 0x7fff1000 // iovec array: not read
+		regs.RDX = 2          // vlen
+		ev := collector.Event{Kind: p.Kind, Probe: p.Name}
+		err := p.Decode(&hook.Hit{Hook: &hook.Hook{Addr: p.Addr, Tag: p.Name}, Ev: &driver.Event{VCPU: 1, Reason: driver.ReasonBreakpoint, Regs: regs}}, &ev)
+		return ev, err
+	}
+	ev, err := hit(w.fileOut)
+	want := collector.Process{PID: 42, PPID: 1, Name: "vmi-writer", Image: "/bin/busybox"}
+	if err != nil || ev.Path != "/tmp/vmi/w1-a.txt" || ev.Process != want || ev.Probe != probes.FuncFileWritev {
+		t.Errorf("writev to a file: %+v, %v", ev, err)
+	}
+	if _, err := hit(w.tty); !errors.Is(err, collector.ErrSkip) {
+		t.Errorf("writev to a tty: err %v, want skip", err)
+	}
+	if _, err := hit(0x1000); !errors.Is(err, oslinux.ErrBadPointer) {
+		t.Errorf("writev with a forged file: err %v, want ErrBadPointer", err)
 	}
 }
