@@ -2,6 +2,7 @@ package linux_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
@@ -192,5 +193,94 @@ func FuzzDentryWalker(f *testing.F) {
 		fg.o.Flush()
 		p, err := fg.o.DentryPath(fg.base+fzMount+linuxtest.MountMnt, fg.base+fzDentry)
 		checkPath(t, p, err)
+	})
+}
+
+// headTag marks, in a process-list fuzz input, a word that becomes the
+// address of init_task.tasks: the list head an intact walk returns to.
+const headTag = 0x81
+
+// processSeed is a list of three processes (pids 1, 2, 3) in task_structs
+// at 0x0, 0x1000 and 0x2000 of the region; the fields the walk reads do
+// not overlap at that stride.
+func processSeed() []byte {
+	s := make(seedBuilder, 0x2000+linuxtest.TaskTasks+16)
+	for i, at := range []int{0, 0x1000, 0x2000} {
+		s.u32(at+linuxtest.TaskPID, uint32(i+1))
+		s.u32(at+linuxtest.TaskTGID, uint32(i+1))
+		copy(s[at+linuxtest.TaskComm:], "p")
+		s.ptr(at+linuxtest.TaskRealParent, at)
+		s.ptr(at+linuxtest.TaskGroupLeader, at)
+		if at < 0x2000 {
+			s.ptr(at+linuxtest.TaskTasks, at+0x1000+linuxtest.TaskTasks)
+		} else {
+			binary.LittleEndian.PutUint64(s[at+linuxtest.TaskTasks:], headTag<<56)
+		}
+	}
+	return s
+}
+
+type processFuzzGuest struct {
+	*fuzzGuest
+	head introspect.Va
+}
+
+func newProcessFuzzGuest(t testing.TB) *processFuzzGuest {
+	fg := newFuzzGuest(t)
+	head := fg.g.InitTask() + linuxtest.TaskTasks
+	fg.g.PutU64(head, uint64(fg.base+linuxtest.TaskTasks))
+	return &processFuzzGuest{fg, head}
+}
+
+// processes loads data, points headTag words at the list head and walks.
+func (fg *processFuzzGuest) processes(data []byte) ([]linux.Task, error) {
+	fg.load(data)
+	region := fg.g.RAM[linuxtest.KPA(fg.base):][:fuzzRegion]
+	for i := 0; i+8 <= len(data) && i+8 <= fuzzRegion; i += 8 {
+		if binary.LittleEndian.Uint64(region[i:])>>56 == headTag {
+			binary.LittleEndian.PutUint64(region[i:], uint64(fg.head))
+		}
+	}
+	fg.o.Flush()
+	return fg.o.Processes(0)
+}
+
+func TestProcessSeedValid(t *testing.T) {
+	fg := newProcessFuzzGuest(t)
+	ps, err := fg.processes(processSeed())
+	if err != nil || len(ps) != 3 || ps[0].PID != 1 || ps[2].PID != 3 || ps[2].Addr != fg.base+0x2000 {
+		t.Fatalf("processes %+v, %v", ps, err)
+	}
+	loop := seedBuilder(processSeed())
+	loop.ptr(0x2000+linuxtest.TaskTasks, linuxtest.TaskTasks)
+	if ps, err := fg.processes(loop); !errors.Is(err, linux.ErrLoop) || len(ps) != 3 {
+		t.Fatalf("loop: %d processes, %v", len(ps), err)
+	}
+}
+
+// FuzzProcessList walks a forged process list: init_task's next entry is
+// the task at the start of the region.
+func FuzzProcessList(f *testing.F) {
+	f.Add(processSeed())
+	loop := seedBuilder(processSeed())
+	loop.ptr(0x2000+linuxtest.TaskTasks, linuxtest.TaskTasks) // back to the first, not the head
+	f.Add([]byte(loop))
+	f.Add([]byte{})
+	fg := newProcessFuzzGuest(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ps, err := fg.processes(data)
+		if len(ps) > linux.MaxProcesses {
+			t.Fatalf("%d processes", len(ps))
+		}
+		if err != nil {
+			return
+		}
+		seen := map[introspect.Va]bool{}
+		for _, p := range ps {
+			if seen[p.Addr] {
+				t.Fatalf("task %v listed twice without an error", p.Addr)
+			}
+			seen[p.Addr] = true
+		}
 	})
 }
