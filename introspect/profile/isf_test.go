@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/ulikunitz/xz"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect/profile/pdb"
 )
 
 // sharedProfiles returns ../shared/profiles/windows beside the repository.
@@ -217,8 +219,9 @@ func TestSymbolStoreMissAndDownload(t *testing.T) {
 	defer srv.Close()
 	dir := t.TempDir()
 	s := &SymbolStore{Dir: dir, Server: srv.URL + "/symbols"}
+	// Only a superblock: downloaded, then conversion fails.
 	_, err := s.ForCodeView(context.Background(), cv)
-	if !errors.Is(err, ErrNoProfile) || !errors.Is(err, ErrPDBNotConverted) {
+	if !errors.Is(err, ErrNoProfile) || !errors.Is(err, ErrPDBNotConverted) || !errors.Is(err, pdb.ErrFormat) {
 		t.Fatalf("err %v", err)
 	}
 	want := "/symbols/ntkrnlmp.pdb/00030201000000000000000000000000" + "2/ntkrnlmp.pdb"

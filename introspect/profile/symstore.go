@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect/profile/pdb"
 )
 
 // DefaultSymbolServer is Microsoft's public symbol server.
@@ -28,15 +30,17 @@ var ErrNoProfile = errors.New("no profile for this kernel")
 // from "downloaded but unusable".
 var ErrSymbolServer = errors.New("symbol server unavailable")
 
-// ErrPDBNotConverted is returned after a PDB was downloaded: turning a PDB
-// into a profile is not implemented; the user converts it to ISF (for
-// example with Volatility 3's pdbconv) and puts the result into the store.
-var ErrPDBNotConverted = errors.New("PDB downloaded but PDB-to-ISF conversion is not implemented; convert it to ISF (volatility3 pdbconv) into the store")
+// ErrPDBNotConverted is wrapped when a PDB from the store or a symbol
+// server could not be converted into a profile (malformed, truncated, or
+// not the PDB that was asked for); the conversion error is wrapped too.
+var ErrPDBNotConverted = errors.New("PDB could not be converted to a profile")
 
 // SymbolStore finds Windows kernel profiles on disk, laid out as a symbol
 // store: <Dir>/<pdb name>/<GUID><age>.json[.xz], or <GUID>-<age> as
-// Volatility's and JPCERT's ISF collections name them. On a miss it can fetch the PDB from a
-// symbol server into <Dir>/<pdb name>/<GUID><age>/<pdb name>.
+// Volatility's and JPCERT's ISF collections name them. On a miss it
+// converts the PDB kept in <Dir>/<pdb name>/<GUID><age>/<pdb name>,
+// fetching it from a symbol server first when it is not there, and saves
+// the profile as <Dir>/<pdb name>/<GUID><age>.json.
 type SymbolStore struct {
 	Dir string
 	// Server is the symbol server URL; "" disables downloads.
@@ -119,24 +123,79 @@ func (s *SymbolStore) Load(info PDBInfo) (*ISF, error) {
 }
 
 // ForCodeView returns the profile for a kernel's CodeView record. On a miss
-// with a server configured it downloads the PDB and returns
-// ErrPDBNotConverted (joined with ErrNoProfile) naming the file, or an
-// error wrapping ErrSymbolServer when the download failed.
+// it converts the PDB already in the store or, with a server configured,
+// downloads it first, then saves and loads the converted profile. A failed
+// download wraps ErrSymbolServer, a failed conversion ErrPDBNotConverted;
+// both are joined with ErrNoProfile.
 func (s *SymbolStore) ForCodeView(ctx context.Context, cv CodeView) (*ISF, error) {
 	info := cv.Info()
 	isf, err := s.Load(info)
-	if err == nil || !errors.Is(err, ErrNoProfile) || s.Server == "" {
+	if err == nil || !errors.Is(err, ErrNoProfile) {
 		return isf, err
 	}
-	pdb := filepath.Join(s.Dir, info.Database, info.Key(), info.Database)
-	if st, serr := os.Stat(pdb); serr == nil && st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s: %w", ErrNoProfile, pdb, ErrPDBNotConverted)
+	if serr := safeName(info.Database); serr != nil {
+		return nil, serr
 	}
-	pdb, derr := s.Download(ctx, info)
-	if derr != nil {
-		return nil, errors.Join(err, derr)
+	pdbPath := filepath.Join(s.Dir, info.Database, info.Key(), info.Database)
+	if st, serr := os.Stat(pdbPath); serr != nil || !st.Mode().IsRegular() {
+		if s.Server == "" {
+			return nil, err
+		}
+		var derr error
+		if pdbPath, derr = s.Download(ctx, info); derr != nil {
+			return nil, errors.Join(err, derr)
+		}
 	}
-	return nil, fmt.Errorf("%w: %s: %w", ErrNoProfile, pdb, ErrPDBNotConverted)
+	if cerr := s.Convert(pdbPath, info); cerr != nil {
+		return nil, fmt.Errorf("%w: %s: %w: %w", ErrNoProfile, pdbPath, ErrPDBNotConverted, cerr)
+	}
+	return s.Load(info)
+}
+
+// Convert turns the PDB at pdbPath into an ISF profile saved as
+// <Dir>/<pdb name>/<GUID><age>.json, after checking that the PDB is the one
+// info names. The file appears atomically (temporary file and rename), so
+// a concurrent Load never sees half a profile.
+func (s *SymbolStore) Convert(pdbPath string, info PDBInfo) error {
+	if err := safeName(info.Database); err != nil {
+		return err
+	}
+	f, err := pdb.Open(pdbPath)
+	if err != nil {
+		return err
+	}
+	in, err := f.Info()
+	if err != nil {
+		return err
+	}
+	dbi, err := f.DBI()
+	if err != nil {
+		return err
+	}
+	if got := (PDBInfo{GUID: in.GUIDString(), Age: dbi.Age}); !strings.EqualFold(got.Key(), info.Key()) {
+		return fmt.Errorf("PDB is %s, want %s: %w", got.Key(), info.Key(), pdb.ErrFormat)
+	}
+	dir := filepath.Join(s.Dir, info.Database)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("symbol store: %w", err)
+	}
+	// Plain JSON: a one-off write that later loads read faster than xz.
+	tmp, err := os.CreateTemp(dir, ".convert-*")
+	if err != nil {
+		return fmt.Errorf("symbol store: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	err = f.WriteISF(tmp, pdb.Options{Database: info.Database})
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, info.Key()+".json")); err != nil {
+		return fmt.Errorf("symbol store: %w", err)
+	}
+	return nil
 }
 
 // Download fetches <Server>/<pdb>/<GUID><age>/<pdb> into the store and
