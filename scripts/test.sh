@@ -16,8 +16,23 @@ go vet -tags xen ./...
 # The ring and ABI cross-checks against libxen-dev's headers (no Xen needed).
 go test -count=1 -tags xen ./introspect/driver/xen/
 
+echo "== gofmt"
+unformatted=$(gofmt -l $(find . -name '*.go' -not -path '*/testdata/*' -not -path './.git/*'))
+if [ -n "$unformatted" ]; then
+	echo "not gofmt'ed: $unformatted" >&2
+	exit 1
+fi
+
 echo "== go test"
 go test -count=1 -timeout 45m ./...
+
+# The concurrent parts (event loops, queues, exporters, the gdbstub reader,
+# the hook engines on the model) under the race detector; -short keeps the
+# model's random-interleaving runs small.
+echo "== go test -race"
+go test -race -short -count=1 -timeout 20m ./collector/ ./collector/rules/ ./exporter/... \
+	./introspect/hook/ ./introspect/bpm/ ./introspect/ptm/ ./introspect/driver/sim/ \
+	./introspect/gdbstub/ ./introspect/qmp/ ./introspect/driver/qemu/
 
 echo "== rules"
 bash scripts/check-rules.sh
