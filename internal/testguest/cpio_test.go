@@ -140,7 +140,7 @@ func TestCPIOWriterPropagatesErrors(t *testing.T) {
 // TestInitramfsListing builds the real image layout (with a fake busybox)
 // and lists it with GNU cpio, an independent reader.
 func TestInitramfsListing(t *testing.T) {
-	img, err := initramfsBytes([]byte("\x7fELF fake busybox"))
+	img, err := initramfsBytes([]byte("\x7fELF fake busybox"), []byte("\x7fELF fake vmi-writev"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestInitramfsListing(t *testing.T) {
 	for _, e := range entries {
 		byName[e.name] = e
 	}
-	for _, name := range []string{"init", "bin/vmi-round", "bin/vmi-writer", "bin/vmi-child", "bin/vmi-exiter", "bin/busybox"} {
+	for _, name := range []string{"init", "bin/vmi-round", "bin/vmi-writer", "bin/vmi-child", "bin/vmi-exiter", "bin/busybox", "bin/vmi-writev"} {
 		e, ok := byName[name]
 		if !ok {
 			t.Errorf("%s missing", name)
@@ -166,7 +166,7 @@ func TestInitramfsListing(t *testing.T) {
 		if e.mode != 0o100755 {
 			t.Errorf("%s mode %o, want 100755", name, e.mode)
 		}
-		if name != "bin/busybox" && !bytes.HasPrefix(e.data, []byte("#!/bin/sh\n")) {
+		if name != "bin/busybox" && name != "bin/vmi-writev" && !bytes.HasPrefix(e.data, []byte("#!/bin/sh\n")) {
 			t.Errorf("%s does not start with #!/bin/sh", name)
 		}
 	}
@@ -175,11 +175,17 @@ func TestInitramfsListing(t *testing.T) {
 			t.Errorf("applet link %s = %+v", a, e)
 		}
 	}
+	if e := byName["bin/vmi-writev"]; string(e.data) != "\x7fELF fake vmi-writev" {
+		t.Errorf("bin/vmi-writev = %q", e.data)
+	}
+	if e := byName["libexec/vmi-writev"]; string(e.data) != "/bin/busybox" || e.mode != 0o120777 {
+		t.Errorf("exit link libexec/vmi-writev = %+v", e)
+	}
 	if e := byName["dev/console"]; e.mode != 0o020600 || e.rmaj != 5 || e.rmin != 1 {
 		t.Errorf("dev/console = %+v", e)
 	}
 	// Reproducible: same inputs, same bytes.
-	again, err := initramfsBytes([]byte("\x7fELF fake busybox"))
+	again, err := initramfsBytes([]byte("\x7fELF fake busybox"), []byte("\x7fELF fake vmi-writev"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,12 +215,14 @@ func TestInitramfsListing(t *testing.T) {
 }
 
 // BenchmarkBuildInitramfs measures building the image around a 2 MiB
-// stand-in for busybox (the real one is about 2 MiB).
+// stand-in for busybox (the real one is about 2 MiB) and a 1.4 MiB one for
+// vmi-writev (the real one is about 1.4 MiB).
 func BenchmarkBuildInitramfs(b *testing.B) {
 	bb := bytes.Repeat([]byte("busybox\x00"), 256*1024)
+	wv := bytes.Repeat([]byte("writev\x00"), 200*1024)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := BuildInitramfs(io.Discard, bb); err != nil {
+		if err := BuildInitramfs(io.Discard, bb, wv); err != nil {
 			b.Fatal(err)
 		}
 	}

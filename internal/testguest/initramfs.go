@@ -24,12 +24,13 @@ var rootfs embed.FS
 // but the links make the image usable by hand (and name what is needed).
 var applets = []string{"sh", "mount", "mkdir", "stty", "poweroff", "rm", "cat", "ls", "ps", "echo"}
 
-// ScriptsDigest returns a hex digest of the embedded guest scripts and the
-// image layout version. It keys the initramfs cache, so changing a script
-// rebuilds the image.
+// ScriptsDigest returns a hex digest of the embedded guest scripts, the
+// guest's vmi-writev build (its source, flags and Go version) and the image
+// layout version. It keys the initramfs cache, so changing a script or the
+// program rebuilds the image.
 func ScriptsDigest() (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "layout 1\n")
+	fmt.Fprintf(h, "layout 2\nvmi-writev %s\n", writevKey())
 	for _, a := range applets {
 		fmt.Fprintf(h, "applet %s\n", a)
 	}
@@ -70,14 +71,15 @@ func scriptFiles() ([]scriptFile, error) {
 }
 
 // BuildInitramfs writes a gzip-compressed newc initramfs containing busybox
-// (the static binary's contents), its applet links, /init and the workload
-// scripts. The output depends only on its inputs.
-func BuildInitramfs(w io.Writer, busybox []byte) error {
+// (the static binary's contents), its applet links, /init, the workload
+// scripts, and the vectored writer writev (the static vmi-writev binary)
+// with its exit link to busybox. The output depends only on its inputs.
+func BuildInitramfs(w io.Writer, busybox, writev []byte) error {
 	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
 	if err != nil {
 		return err
 	}
-	if err := writeRootfs(zw, busybox); err != nil {
+	if err := writeRootfs(zw, busybox, writev); err != nil {
 		return err
 	}
 	if err := zw.Close(); err != nil {
@@ -86,13 +88,13 @@ func BuildInitramfs(w io.Writer, busybox []byte) error {
 	return nil
 }
 
-func writeRootfs(w io.Writer, busybox []byte) error {
+func writeRootfs(w io.Writer, busybox, writev []byte) error {
 	files, err := scriptFiles()
 	if err != nil {
 		return err
 	}
 	cw := NewCPIOWriter(w)
-	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp", "sbin", "etc"} {
+	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp", "sbin", "etc", "libexec"} {
 		if err := cw.Dir(d, 0o755); err != nil {
 			return err
 		}
@@ -117,13 +119,19 @@ func writeRootfs(w io.Writer, busybox []byte) error {
 			return err
 		}
 	}
+	if err := cw.File(writevBin, 0o755, writev); err != nil {
+		return err
+	}
+	if err := cw.Symlink(writevExit, "/bin/busybox"); err != nil {
+		return err
+	}
 	return cw.Close()
 }
 
 // initramfsBytes is BuildInitramfs into memory.
-func initramfsBytes(busybox []byte) ([]byte, error) {
+func initramfsBytes(busybox, writev []byte) ([]byte, error) {
 	var b bytes.Buffer
-	if err := BuildInitramfs(&b, busybox); err != nil {
+	if err := BuildInitramfs(&b, busybox, writev); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil

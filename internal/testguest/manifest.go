@@ -17,17 +17,24 @@ const maxLineLen = 4096
 // Per-round counts of the workload (see README.md). They are what the guest
 // scripts do; the integration test checks them against the manifest.
 const (
-	SpawnsPerRound     = 6 // vmi-round, 2 vmi-writer, 2 vmi-child, 1 vmi-exiter
-	ExitsPerRound      = 6 // every spawned process is reaped
-	FilesPerRound      = 7 // 2 per vmi-writer, 1 per vmi-child (under /tmp/vmi), 1 by vmi-round (EtcFile)
-	WritesPerFile      = 2 // "echo >" then "echo >>"
+	SpawnsPerRound     = 7 // vmi-round, 2 vmi-writer, 2 vmi-child, 1 vmi-exiter, 1 vmi-writev
+	ExitsPerRound      = 7 // every spawned process is reaped
+	FilesPerRound      = 8 // 2 per vmi-writer, 1 per vmi-child, 1 by vmi-writev (under /tmp/vmi), 1 by vmi-round (EtcFile)
+	WritesPerFile      = 2 // "echo >" then "echo >>" (write(2)); vmi-writev: two writev(2)
 	OpensPerFile       = 2 // O_CREAT|O_TRUNC, then O_CREAT|O_APPEND
 	FileWritesPerRound = FilesPerRound * WritesPerFile
+	// WritevWritesPerRound of the FileWritesPerRound are writev(2) calls
+	// (those of WritevFile); the others are write(2).
+	WritevWritesPerRound = WritesPerFile
 )
 
 // EtcFile is the file vmi-round writes under /etc in round r: a write the
 // default suspicious-write rule linux-etc flags (collector/rules).
 func EtcFile(r int) string { return fmt.Sprintf("/etc/vmi-test-r%d.conf", r) }
+
+// WritevFile is the file vmi-writev writes in round r, with writev(2)
+// where the shell writers use write(2).
+func WritevFile(r int) string { return fmt.Sprintf("/tmp/vmi/r%d-v.dat", r) }
 
 // Names of the workload processes (their comm after exec).
 const (
@@ -35,6 +42,10 @@ const (
 	NameWriter = "vmi-writer"
 	NameChild  = "vmi-child"
 	NameExiter = "vmi-exiter"
+	// NameWritev is the Go program guestbin/vmi-writev, a multi-threaded
+	// process that ends single-threaded (it execs busybox's "true" under
+	// its own name before exiting).
+	NameWritev = "vmi-writev"
 )
 
 // Kind is the type of a manifest record.
@@ -256,14 +267,14 @@ func (m *Manifest) Check() error {
 		perRound[s.Round] = c
 	}
 	for _, s := range m.Spawns {
-		want := map[string]string{NameWriter: NameRound, NameExiter: NameRound, NameChild: NameWriter}
+		want := map[string]string{NameWriter: NameRound, NameExiter: NameRound, NameWritev: NameRound, NameChild: NameWriter}
 		switch s.Name {
 		case NameRound:
 			// Started by /init (pid 1).
 			if s.PPID != 1 {
 				bad("%s pid %d: ppid %d, want 1", s.Name, s.PID, s.PPID)
 			}
-		case NameWriter, NameExiter, NameChild:
+		case NameWriter, NameExiter, NameChild, NameWritev:
 			p, ok := spawns[s.PPID]
 			if !ok || p.Name != want[s.Name] || p.Round != s.Round {
 				bad("%s pid %d: parent %d is not a %s of round %d", s.Name, s.PID, s.PPID, want[s.Name], s.Round)
@@ -280,12 +291,15 @@ func (m *Manifest) Check() error {
 		paths[f.Path] = true
 		s, ok := spawns[f.PID]
 		etc := f.Path == EtcFile(f.Round)
+		vec := f.Path == WritevFile(f.Round)
 		switch {
 		case !ok:
 			bad("file %s written by unknown pid %d", f.Path, f.PID)
 		case etc && s.Name != NameRound:
 			bad("file %s written by %s, want %s", f.Path, s.Name, NameRound)
-		case !etc && s.Name != NameWriter && s.Name != NameChild:
+		case vec && s.Name != NameWritev:
+			bad("file %s written by %s, want %s", f.Path, s.Name, NameWritev)
+		case !etc && !vec && s.Name != NameWriter && s.Name != NameChild:
 			bad("file %s written by %s, want %s or %s", f.Path, s.Name, NameWriter, NameChild)
 		}
 		if f.Writes != WritesPerFile || f.Opens != OpensPerFile {

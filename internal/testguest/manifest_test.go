@@ -77,6 +77,9 @@ func roundLines(r, base int) []string {
 		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-writer round=%d", p(1), p(0), r),
 		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-writer round=%d", p(2), p(0), r),
 		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-exiter round=%d", p(3), p(0), r),
+		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-writev round=%d", p(6), p(0), r),
+		fmt.Sprintf("VMI file path=/tmp/vmi/r%d-v.dat pid=%d opens=2 writes=2 bytes=43 round=%d", r, p(6), r),
+		fmt.Sprintf("VMI exit pid=%d status=0 round=%d", p(6), r),
 		fmt.Sprintf("VMI file path=/etc/vmi-test-r%d.conf pid=%d opens=2 writes=2 bytes=42 round=%d", r, p(0), r),
 		fmt.Sprintf("VMI file path=/tmp/vmi/r%d-w0-f0.dat pid=%d opens=2 writes=2 bytes=61 round=%d", r, p(1), r),
 		fmt.Sprintf("VMI file path=/tmp/vmi/r%d-w0-f1.dat pid=%d opens=2 writes=2 bytes=61 round=%d", r, p(1), r),
@@ -112,7 +115,7 @@ func manifestOf(t *testing.T, lines []string) *Manifest {
 }
 
 func TestManifestCheck(t *testing.T) {
-	good := append(roundLines(1, 91), roundLines(2, 97)...)
+	good := append(roundLines(1, 91), roundLines(2, 98)...)
 	good = append(good, "kernel noise", "VMI idle")
 	m := manifestOf(t, good)
 	if err := m.Check(); err != nil {
@@ -131,9 +134,15 @@ func TestManifestCheck(t *testing.T) {
 		errSub string
 	}{
 		{"missing exit", func(l []string) []string { return del(l, "VMI exit pid=95 ") }, "never exited"},
-		{"missing file", func(l []string) []string { return del(l, "r1-w0-f1.dat") }, "6 files"},
+		{"missing file", func(l []string) []string { return del(l, "r1-w0-f1.dat") }, "7 files"},
+		{"missing writev file", func(l []string) []string { return del(l, "r1-v.dat") }, "7 files"},
+		{"writev file by another process", func(l []string) []string { return repl(l, "r1-v.dat pid=97", "r1-v.dat pid=92") }, "written by vmi-writer, want vmi-writev"},
+		{"vmi-writev writes a writer's file", func(l []string) []string { return repl(l, "r1-w0-f0.dat pid=92", "r1-w0-f0.dat pid=97") }, "written by vmi-writev, want vmi-writer or vmi-child"},
+		{"vmi-writev not started by vmi-round", func(l []string) []string {
+			return repl(l, "pid=97 ppid=91 name=vmi-writev", "pid=97 ppid=92 name=vmi-writev")
+		}, "parent 92 is not a vmi-round"},
 		{"etc file by another process", func(l []string) []string { return repl(l, "vmi-test-r1.conf pid=91", "vmi-test-r1.conf pid=92") }, "written by vmi-writer, want vmi-round"},
-		{"missing etc file", func(l []string) []string { return del(l, "vmi-test-r2.conf") }, "6 files"},
+		{"missing etc file", func(l []string) []string { return del(l, "vmi-test-r2.conf") }, "7 files"},
 		{"missing done", func(l []string) []string { return del(l, "VMI done round=1") }, "did not finish"},
 		{"wrong parent", func(l []string) []string {
 			return repl(l, "pid=95 ppid=92 name=vmi-child", "pid=95 ppid=91 name=vmi-child")

@@ -77,7 +77,8 @@ func DefaultCacheDir() (string, error) {
 	return filepath.Join(base, "vmi-exporter", "testguest"), nil
 }
 
-// Prepare fetches the kernel and busybox with apt (cached), and builds the
+// Prepare fetches the kernel and busybox with apt (cached), builds the
+// guest's vmi-writev with the Go toolchain (cached), and builds the
 // initramfs (cached). cacheDir may be empty for DefaultCacheDir and log nil
 // for slog.Default. A second call with the same package versions does no
 // apt work and returns at once.
@@ -168,7 +169,11 @@ func PrepareWith(ctx context.Context, o PrepareOptions) (*Assets, error) {
 		if err != nil {
 			return nil, fmt.Errorf("testguest: busybox binary: %w", err)
 		}
-		img, err := initramfsBytes(bb)
+		wv, err := buildWritev(ctx, dir, log)
+		if err != nil {
+			return nil, err
+		}
+		img, err := initramfsBytes(bb, wv)
 		if err != nil {
 			return nil, fmt.Errorf("testguest: build initramfs: %w", err)
 		}

@@ -1,0 +1,98 @@
+// Command vmi-writev is the test guest's vectored writer: busybox never
+// calls writev(2), so this program gives the workload file writes that
+// reach the kernel's vfs_writev instead of vfs_write.
+//
+// Usage:
+//
+//	vmi-writev <round> <path> <final>
+//
+// It creates path and writes it exactly as the shell writers write theirs
+// (two opens, two writes), except that each write is one writev(2) of two
+// iovecs (a line and its newline):
+//
+//	open(path, O_WRONLY|O_CREAT|O_TRUNC)  + writev("round R writev first", "\n")
+//	open(path, O_WRONLY|O_CREAT|O_APPEND) + writev("round R writev second", "\n")
+//
+// then reports the file on standard output as one manifest line (one
+// write(2)) and execs final with argv[0] "true" and no environment.
+//
+// The exec is what makes its exit exact: a Go program runs several
+// threads, and when a multi-threaded process exits its last threads may
+// enter do_exit together, which the process.exit probe can miss. execve
+// kills the other threads first (their exits are thread exits), so the
+// process ends single-threaded. In the guest, final is a link to busybox
+// named like this program, so the name (comm) stays "vmi-writev" and the
+// busybox applet "true" exits with status 0.
+//
+// It uses only the standard library (syscall), so the test guest builds it
+// from its embedded source with nothing but the Go toolchain.
+package main
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"unsafe"
+)
+
+func main() {
+	if len(os.Args) != 4 {
+		fail("usage: vmi-writev <round> <path> <final>", nil)
+	}
+	round, path, final := os.Args[1], os.Args[2], os.Args[3]
+	if _, err := strconv.Atoi(round); err != nil {
+		fail("bad round "+round, err)
+	}
+	first := "round " + round + " writev first"
+	second := "round " + round + " writev second"
+	n := writeFile(path, syscall.O_TRUNC, first)
+	n += writeFile(path, syscall.O_APPEND, second)
+	line := "VMI file path=" + path + " pid=" + strconv.Itoa(os.Getpid()) +
+		" opens=2 writes=2 bytes=" + strconv.Itoa(n) + " round=" + round + "\n"
+	if _, err := syscall.Write(1, []byte(line)); err != nil {
+		fail("report", err)
+	}
+	if err := syscall.Exec(final, []string{"true"}, []string{}); err != nil {
+		fail("exec "+final, err)
+	}
+}
+
+// writeFile opens path for writing with O_CREAT and the given flag and
+// writes s and a newline with one writev(2). It returns the bytes written.
+func writeFile(path string, flag int, s string) int {
+	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_CLOEXEC|flag, 0o644)
+	if err != nil {
+		fail("open "+path, err)
+	}
+	bufs := [][]byte{[]byte(s), []byte("\n")}
+	iov := make([]syscall.Iovec, len(bufs))
+	want := 0
+	for i, b := range bufs {
+		iov[i].Base = &b[0]
+		iov[i].SetLen(len(b))
+		want += len(b)
+	}
+	r, _, errno := syscall.Syscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	runtime.KeepAlive(bufs)
+	if errno != 0 {
+		fail("writev "+path, errno)
+	}
+	if int(r) != want {
+		fail("writev "+path+": short write of "+strconv.Itoa(int(r))+" bytes", nil)
+	}
+	if err := syscall.Close(fd); err != nil {
+		fail("close "+path, err)
+	}
+	return want
+}
+
+// fail reports on standard error (the console: no "VMI " prefix, so the
+// host ignores it) and exits with status 1, which the manifest check flags.
+func fail(msg string, err error) {
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	os.Stderr.WriteString("vmi-writev: " + msg + "\n")
+	os.Exit(1)
+}
