@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -141,8 +142,9 @@ func (r *recorder) Notice(n hook.Notice) {
 }
 
 // TestLive attaches to the test guest, lists the current task of every
-// vCPU, hooks the four probes with the native engine, runs workload rounds
-// and checks the decoded events against the guest's own manifest.
+// vCPU, hooks the probes (four kinds, file.write by vfs_write and
+// vfs_writev) with the native engine, runs workload rounds and checks the
+// decoded events against the guest's own manifest.
 func TestLive(t *testing.T) {
 	g, d, o := liveOS(t)
 	t.Logf("kernel %q slide %#x root %v", o.Banner(), o.Slide(), o.KernelRoot())
@@ -165,6 +167,16 @@ func TestLive(t *testing.T) {
 	ps, err := gos.Probes(collector.Kinds())
 	if err != nil {
 		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	// Debian's 6.1 cloud kernel has vfs_writev as a real function: the
+	// optional probe must be there, or the writev(2) checks below would
+	// only fail later and less clearly.
+	if len(ps) != 5 || !slices.Contains(names, probes.FuncFileWritev) {
+		t.Fatalf("probes %v, want 5 with %s", names, probes.FuncFileWritev)
 	}
 	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{},
 		last: map[introspect.VCPU]amd64.Registers{}}
@@ -220,6 +232,8 @@ func TestLive(t *testing.T) {
 // (and, except vmi-round which ends in "exec rm", its name); every file is
 // created and written exactly as often as the workload did it, with its
 // full path and the writer's pid; and no other file under /tmp/vmi shows.
+// The writes of vmi-writev's file (writev(2)) must come from the
+// vfs_writev probe, all others (write(2)) from vfs_write.
 func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Event) {
 	t.Helper()
 	type key struct {
@@ -228,6 +242,7 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 		path string
 	}
 	got := map[key]int{}
+	writeProbe := map[key]map[string]int{} // file.write events by probe
 	exitName := map[uint64]string{}
 	startParent := map[uint64]uint64{}
 	for _, ev := range events {
@@ -240,7 +255,14 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 			got[key{ev.Kind, ev.Process.PID, ""}]++
 		default:
 			if strings.HasPrefix(ev.Path, "/tmp/vmi/") || strings.HasPrefix(ev.Path, "/etc/vmi-test-") {
-				got[key{ev.Kind, ev.Process.PID, ev.Path}]++
+				k := key{ev.Kind, ev.Process.PID, ev.Path}
+				got[k]++
+				if ev.Kind == collector.KindFileWrite {
+					if writeProbe[k] == nil {
+						writeProbe[k] = map[string]int{}
+					}
+					writeProbe[k][ev.Probe]++
+				}
 			}
 		}
 	}
@@ -259,9 +281,25 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 			t.Errorf("spawn %+v: exit event name %q (seen %v)", s, n, ok)
 		}
 	}
+	writevFiles := 0
 	for _, f := range man.Files {
 		want[key{collector.KindFileCreate, uint64(f.PID), f.Path}] = f.Opens
-		want[key{collector.KindFileWrite, uint64(f.PID), f.Path}] = f.Writes
+		k := key{collector.KindFileWrite, uint64(f.PID), f.Path}
+		want[k] = f.Writes
+		s, _ := man.SpawnByPID(f.PID)
+		probe := probes.FuncFileWrite
+		if s.Name == testguest.NameWritev {
+			probe = probes.FuncFileWritev
+			writevFiles++
+			t.Logf("round %d: %s by %s pid %d: %d writev(2) in the manifest, %d file.write events by probe (%v)",
+				f.Round, f.Path, s.Name, f.PID, f.Writes, got[k], writeProbe[k])
+		}
+		if byProbe := writeProbe[k]; byProbe[probe] != f.Writes || len(byProbe) > 1 {
+			t.Errorf("%s pid %d (%s): file.write events by probe %v, want %d from %s only", f.Path, f.PID, s.Name, byProbe, f.Writes, probe)
+		}
+	}
+	if writevFiles != len(man.Rounds) {
+		t.Errorf("%d files written with writev(2) in %d rounds, want one per round", writevFiles, len(man.Rounds))
 	}
 	for k, n := range want {
 		if got[k] != n {
@@ -276,7 +314,7 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 	if t.Failed() {
 		var b strings.Builder
 		for _, ev := range events {
-			fmt.Fprintf(&b, "%s pid=%d ppid=%d name=%s image=%s path=%s\n", ev.Kind, ev.Process.PID, ev.Process.PPID, ev.Process.Name, ev.Process.Image, ev.Path)
+			fmt.Fprintf(&b, "%s probe=%s pid=%d ppid=%d name=%s image=%s path=%s\n", ev.Kind, ev.Probe, ev.Process.PID, ev.Process.PPID, ev.Process.Name, ev.Process.Image, ev.Path)
 		}
 		t.Logf("events:\n%s", b.String())
 	}
@@ -385,6 +423,23 @@ func checkProcessList(t *testing.T, o *oslinux.OS) {
 		t.Errorf("kthreadd: %+v (listed %v)", k, ok)
 	}
 	t.Logf("%d processes", len(ps))
+}
+
+// BenchmarkLiveProcesses walks the process list of the paused guest from
+// the mapped RAM, uncached.
+func BenchmarkLiveProcesses(b *testing.B) {
+	_, _, o := liveOS(b)
+	ps, err := o.Processes(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		o.Flush()
+		if _, err := o.Processes(0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(ps)), "processes")
 }
 
 // findInit returns pid 1 from the kernel's process list. (The vCPUs'
