@@ -3,6 +3,7 @@ package pdb
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -199,5 +200,48 @@ func TestStripName(t *testing.T) {
 		if got := stripName(in); got != want {
 			t.Errorf("stripName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Many structs sharing one large field list of deep types would multiply
+// into gigabytes of JSON; the output budget stops the conversion early.
+func TestOutputBudget(t *testing.T) {
+	const ptr64 = uint32(0x0c | 8<<13)
+	var recs [][]byte
+	// 0x1000..0x100c: a chain of 13 pointers ending in int.
+	recs = append(recs, rec(lfPointer, uint32(0x74), ptr64))
+	for i := 1; i < 13; i++ {
+		recs = append(recs, rec(lfPointer, uint32(0x1000+i-1), ptr64))
+	}
+	// 0x100d: a field list of 4000 members of the deepest pointer.
+	var members []byte
+	for i := range 4000 {
+		members = append(members, rec(lfMember, uint16(3), uint32(0x100c), uint16(0), "m"+string(rune('a'+i%26))+string(rune('a'+i/26%26))+string(rune('a'+i/676)))...)
+	}
+	recs = append(recs, rec(lfFieldList, members))
+	for i := range 3000 {
+		recs = append(recs, rec(lfStructure, uint16(4000), uint16(0), uint32(0x100d), uint32(0), uint32(0), uint16(8), "S"+string(rune('A'+i%26))+string(rune('A'+i/26%26))+string(rune('A'+i/676))))
+	}
+	_, err := Convert(withTPI(t, tpi(recs...)), Options{})
+	if !errors.Is(err, ErrFormat) {
+		t.Fatalf("err %v", err)
+	}
+	t.Log(err)
+}
+
+// Members the converter skips still cost: structs sharing a list of 4000
+// nested-type entries cannot make it loop for long.
+func TestSkippedMembersBudget(t *testing.T) {
+	var members []byte
+	for range 4000 {
+		members = append(members, rec(lfNestType, uint16(0), uint32(0x74), "")...)
+	}
+	recs := [][]byte{rec(lfFieldList, members)}
+	for i := range 6000 {
+		recs = append(recs, rec(lfStructure, uint16(4000), uint16(0), uint32(0x1000), uint32(0), uint32(0), uint16(8), fmt.Sprintf("S%d", i)))
+	}
+	_, err := Convert(withTPI(t, tpi(recs...)), Options{})
+	if !errors.Is(err, ErrFormat) {
+		t.Fatalf("err %v", err)
 	}
 }

@@ -75,6 +75,14 @@ type (
 // isfFormat is the ISF version written; pdbconv writes the same.
 const isfFormat = "6.1.0"
 
+// MaxISFBytes bounds the (estimated) size of the emitted document: a
+// forged PDB can make many structs share one large field list, which would
+// otherwise multiply into an unbounded output. Kernel profiles are 6-7 MiB.
+const MaxISFBytes = 128 << 20
+
+// nodeCost estimates the JSON bytes of one entry besides its name.
+const nodeCost = 40
+
 // maxISFLevels bounds the nesting of one emitted type description; the
 // ISF reader rejects 16 levels.
 const maxISFLevels = 15
@@ -148,14 +156,14 @@ func (f *File) isf(opt Options) (*isfDoc, error) {
 	// stream's may have been bumped by later incremental writes.
 	doc.Metadata.Windows.PDB = isfPDB{GUID: info.GUIDString(), Age: dbi.Age, Database: db, MachineType: dbi.Machine}
 
-	c := &converter{t: types, bases: doc.BaseTypes, ptrSize: pointerSize(dbi.Machine)}
+	c := &converter{t: types, bases: doc.BaseTypes, ptrSize: pointerSize(dbi.Machine), left: MaxISFBytes}
 	if err := c.index(); err != nil {
 		return nil, err
 	}
 	if err := c.convertTypes(doc); err != nil {
 		return nil, err
 	}
-	if err := f.symbols(dbi, doc.Symbols); err != nil {
+	if err := f.symbols(dbi, doc.Symbols, c); err != nil {
 		return nil, err
 	}
 	return doc, nil
@@ -170,7 +178,7 @@ func pointerSize(machine uint16) uint64 {
 }
 
 // symbols fills in public and global data symbols as RVAs.
-func (f *File) symbols(dbi DBI, out map[string]isfSymbol) error {
+func (f *File) symbols(dbi DBI, out map[string]isfSymbol, c *converter) error {
 	if dbi.SymRecordStream == 0xffff {
 		return nil
 	}
@@ -206,6 +214,9 @@ func (f *File) symbols(dbi DBI, out map[string]isfSymbol) error {
 			}
 		}
 		addr := uint64(rva)
+		if err := c.charge(2 * (nodeCost + len(p.Name))); err != nil {
+			return err
+		}
 		if _, ok := out[p.Name]; !ok {
 			out[p.Name] = isfSymbol{Address: addr}
 		}
@@ -248,6 +259,33 @@ type converter struct {
 	// defs maps a forward reference's key (kind class plus unique or
 	// plain name) to the first complete definition.
 	defs map[string]TypeIndex
+	// memo holds the description of each type index once computed:
+	// fields share few types, and a forged file cannot make us compute
+	// one chain over and over.
+	memo map[TypeIndex]described
+	// left is what remains of MaxISFBytes.
+	left int64
+}
+
+// described is a memoized type description with what it adds below the
+// point of use: records followed, output levels and estimated JSON bytes.
+type described struct {
+	t             *isfType
+	steps, levels int
+	cost          int
+}
+
+// visitCost is charged for every field list entry read, used or not, so
+// that records sharing a list of skipped members still exhaust the budget.
+const visitCost = 8
+
+func (c *converter) visit() error { return c.charge(visitCost) }
+
+func (c *converter) charge(n int) error {
+	if c.left -= int64(n); c.left < 0 {
+		return errf("ISF document would exceed %d bytes", MaxISFBytes)
+	}
+	return nil
 }
 
 func udtKeys(u *udt) []string {
@@ -353,6 +391,9 @@ func (c *converter) convertTypes(doc *isfDoc) error {
 			continue
 		}
 		name := displayName(ti, &u)
+		if err := c.charge(nodeCost + len(name)); err != nil {
+			return err
+		}
 		if kind == lfEnum {
 			if _, dup := doc.Enums[name]; dup {
 				continue
@@ -377,10 +418,11 @@ func (c *converter) convertTypes(doc *isfDoc) error {
 }
 
 func (c *converter) enum(u *udt) (isfEnum, error) {
-	base, err := c.desc(u.under, 0, 0)
+	bd, err := c.describe(u.under, 0, 0)
 	if err != nil {
 		return isfEnum{}, err
 	}
+	base := bd.t
 	if base.Kind != "base" {
 		return isfEnum{}, errf("underlying type is a %s", base.Kind)
 	}
@@ -393,7 +435,7 @@ func (c *converter) enum(u *udt) (isfEnum, error) {
 	if u.fields == 0 {
 		return e, nil
 	}
-	err = c.t.members(u.fields, func(m member) error {
+	err = c.t.members(u.fields, c.visit, func(m member) error {
 		if m.kind == lfEnumerate && m.name != "" && len(m.name) <= MaxNameLen {
 			v := m.value
 			// Compilers may store a negative constant of a signed
@@ -403,6 +445,7 @@ func (c *converter) enum(u *udt) (isfEnum, error) {
 				v -= 1 << (8 * size)
 			}
 			e.Constants[m.name] = v
+			return c.charge(nodeCost + len(m.name))
 		}
 		return nil
 	})
@@ -417,7 +460,7 @@ func (c *converter) userType(u *udt) (isfUserType, error) {
 	if u.fields == 0 {
 		return st, nil
 	}
-	err := c.t.members(u.fields, func(m member) error {
+	err := c.t.members(u.fields, c.visit, func(m member) error {
 		name := m.name
 		if m.kind == lfBClass || m.kind == lfBInterface {
 			name = "BClass"
@@ -428,12 +471,12 @@ func (c *converter) userType(u *udt) (isfUserType, error) {
 		if _, dup := st.Fields[name]; dup {
 			return nil
 		}
-		t, err := c.desc(m.typ, 0, 0)
+		d, err := c.describe(m.typ, 0, 0)
 		if err != nil {
 			return fmt.Errorf("field %s: %w", name, err)
 		}
-		st.Fields[name] = isfField{Offset: m.offset, Type: t}
-		return nil
+		st.Fields[name] = isfField{Offset: m.offset, Type: d.t}
+		return c.charge(nodeCost + len(name) + d.cost)
 	})
 	return st, err
 }
@@ -518,96 +561,137 @@ func (c *converter) pointer(size uint64, sub *isfType) *isfType {
 	return p
 }
 
-// desc describes type ti as an ISF type reference. steps counts records
-// followed (modifiers included) and levels the nesting of the output;
-// both are bounded, which also stops reference cycles.
-func (c *converter) desc(ti TypeIndex, steps, levels int) (*isfType, error) {
+// describe describes type ti as an ISF type reference. steps counts
+// records followed (modifiers included) and levels the nesting of the
+// output above this point; both are bounded, which also stops reference
+// cycles. Descriptions of TPI records are memoized with their own depth,
+// so a reuse deeper down is checked against the same bounds.
+func (c *converter) describe(ti TypeIndex, steps, levels int) (described, error) {
 	if steps >= MaxTypeDepth || levels >= maxISFLevels {
-		return nil, errf("type %#x nested deeper than %d records or %d levels", uint32(ti), MaxTypeDepth, maxISFLevels)
+		return described{}, errf("type %#x nested deeper than %d records or %d levels", uint32(ti), MaxTypeDepth, maxISFLevels)
 	}
 	if ti < 0x1000 {
-		if ti>>12 != 0 {
+		t, err := c.simple(ti)
+		if err != nil {
+			return described{}, err
+		}
+		d := described{t: t, cost: nodeCost + len(t.Name)}
+		if t.Subtype != nil {
+			d.levels, d.cost = 1, d.cost+nodeCost+len(t.Subtype.Name)
+		}
+		return d, nil
+	}
+	if d, ok := c.memo[ti]; ok {
+		if steps+d.steps >= MaxTypeDepth || levels+d.levels >= maxISFLevels {
+			return described{}, errf("type %#x nested deeper than %d records or %d levels", uint32(ti), MaxTypeDepth, maxISFLevels)
+		}
+		return d, nil
+	}
+	d, err := c.record(ti, steps, levels)
+	if err != nil {
+		return described{}, err
+	}
+	if c.memo == nil {
+		c.memo = map[TypeIndex]described{}
+	}
+	c.memo[ti] = d
+	return d, nil
+}
+
+// simple describes a builtin type index: a base type, or a pointer to one
+// (pointer mode in bits 8-11).
+func (c *converter) simple(ti TypeIndex) (*isfType, error) {
+	if ti>>12 != 0 {
+		return nil, errf("simple type %#x", uint32(ti))
+	}
+	p, ok := primitives[uint32(ti)&0xff]
+	if !ok {
+		if uint32(ti)&0xff != 0 && uint32(ti)&0xff != 0x07 { // none and "not translated" read as void
 			return nil, errf("simple type %#x", uint32(ti))
 		}
-		p, ok := primitives[uint32(ti)&0xff]
-		if !ok {
-			if uint32(ti)&0xff != 0 && uint32(ti)&0xff != 0x07 { // none and "not translated" read as void
-				return nil, errf("simple type %#x", uint32(ti))
-			}
-			p = primitives[0x03]
-		}
-		c.bases[p.name] = isfBase{Endian: "little", Kind: p.kind, Signed: p.signed, Size: p.size}
-		base := &isfType{Kind: "base", Name: p.name}
-		ps, err := simplePointerSize(ti)
-		if err != nil || ps == 0 {
-			return base, err
-		}
-		return c.pointer(ps, base), nil
+		p = primitives[0x03]
 	}
+	c.bases[p.name] = isfBase{Endian: "little", Kind: p.kind, Signed: p.signed, Size: p.size}
+	base := &isfType{Kind: "base", Name: p.name}
+	ps, err := simplePointerSize(ti)
+	if err != nil || ps == 0 {
+		return base, err
+	}
+	return c.pointer(ps, base), nil
+}
+
+// wrap builds a description around a child's.
+func wrap(t *isfType, child described, steps, levels int) described {
+	return described{t: t, steps: child.steps + steps, levels: child.levels + levels, cost: child.cost + nodeCost + len(t.Name)}
+}
+
+func (c *converter) record(ti TypeIndex, steps, levels int) (described, error) {
 	kind, body, err := c.t.Record(ti)
 	if err != nil {
-		return nil, err
+		return described{}, err
 	}
 	cur := &cursor{b: body}
 	switch kind {
 	case lfModifier:
 		sub := TypeIndex(cur.u32())
 		if cur.err != nil {
-			return nil, cur.err
+			return described{}, cur.err
 		}
-		return c.desc(sub, steps+1, levels)
+		d, err := c.describe(sub, steps+1, levels)
+		d.steps++
+		return d, err
 	case lfPointer:
 		sub, attr := TypeIndex(cur.u32()), cur.u32()
 		if cur.err != nil {
-			return nil, cur.err
+			return described{}, cur.err
 		}
-		st, err := c.desc(sub, steps+1, levels+1)
+		d, err := c.describe(sub, steps+1, levels+1)
 		if err != nil {
-			return nil, err
+			return described{}, err
 		}
-		return c.pointer(pointerRecordSize(attr), st), nil
+		return wrap(c.pointer(pointerRecordSize(attr), d.t), d, 1, 1), nil
 	case lfArray:
 		elem := TypeIndex(cur.u32())
 		cur.u32() // index type
 		size := cur.unsigned()
 		if cur.err != nil {
-			return nil, cur.err
+			return described{}, cur.err
 		}
-		st, err := c.desc(elem, steps+1, levels+1)
+		d, err := c.describe(elem, steps+1, levels+1)
 		if err != nil {
-			return nil, err
+			return described{}, err
 		}
 		es, err := c.size(elem, steps+1)
 		if err != nil {
-			return nil, err
+			return described{}, err
 		}
 		var n uint64
 		if es != 0 {
 			n = size / es
 		}
-		return &isfType{Kind: "array", Count: &n, Subtype: st}, nil
+		return wrap(&isfType{Kind: "array", Count: &n, Subtype: d.t}, d, 1, 1), nil
 	case lfBitfield:
 		under := TypeIndex(cur.u32())
 		length, pos := cur.u8(), cur.u8()
 		if cur.err != nil {
-			return nil, cur.err
+			return described{}, cur.err
 		}
-		st, err := c.desc(under, steps+1, levels+1)
+		d, err := c.describe(under, steps+1, levels+1)
 		if err != nil {
-			return nil, err
+			return described{}, err
 		}
-		return &isfType{Kind: "bitfield", BitLength: &length, BitPosition: &pos, Type: st}, nil
+		return wrap(&isfType{Kind: "bitfield", BitLength: &length, BitPosition: &pos, Type: d.t}, d, 1, 1), nil
 	case lfProcedure, lfMFunction:
-		return &isfType{Kind: "function"}, nil
+		return described{t: &isfType{Kind: "function"}, cost: nodeCost}, nil
 	}
 	if isUDT(kind) {
 		u, err := parseUDT(kind, body)
 		if err != nil {
-			return nil, err
+			return described{}, err
 		}
 		d, du, err := c.resolve(ti, &u)
 		if err != nil {
-			return nil, err
+			return described{}, err
 		}
 		k := "struct"
 		switch udtClass(kind) {
@@ -616,12 +700,13 @@ func (c *converter) desc(ti TypeIndex, steps, levels int) (*isfType, error) {
 		case 'e':
 			k = "enum"
 		}
-		return &isfType{Kind: k, Name: displayName(d, &du)}, nil
+		name := displayName(d, &du)
+		return described{t: &isfType{Kind: k, Name: name}, cost: nodeCost + len(name)}, nil
 	}
 	// Leaves a data member cannot have (vtable shapes, argument lists)
 	// read as void rather than failing the whole conversion.
 	c.bases["void"] = isfBase{Endian: "little", Kind: "void", Signed: true}
-	return &isfType{Kind: "base", Name: "void"}, nil
+	return described{t: &isfType{Kind: "base", Name: "void"}, cost: nodeCost + 4}, nil
 }
 
 // pointerRecordSize decodes an LF_POINTER's size (bits 13-18), falling

@@ -369,3 +369,42 @@ func BenchmarkConvert(b *testing.B) {
 		}
 	}
 }
+
+// FuzzPDB: any input converts or fails with ErrFormat; what converts is
+// an ISF document the profile reader accepts.
+func FuzzPDB(f *testing.F) {
+	for _, name := range []string{"kernel.pdb", "kernel32.pdb"} {
+		good := fixture(f, name)
+		f.Add(good)
+		for _, n := range []int{56, 4096, 3 * 4096, len(good) / 2, len(good) - 1} {
+			f.Add(good[:n])
+		}
+		// Corrupt the superblock's directory size and block map, and
+		// the start of each 4 KiB block (directory, TPI header...).
+		for _, at := range []int{44, 52} {
+			c := bytes.Clone(good)
+			c[at] ^= 0x5a
+			f.Add(c)
+		}
+		for at := 4096; at < len(good); at += 4096 {
+			c := bytes.Clone(good)
+			c[at+4] ^= 0xff
+			f.Add(c)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		js, err := pdb.Convert(data, pdb.Options{Database: "fuzz.pdb"})
+		if err != nil {
+			if !errors.Is(err, pdb.ErrFormat) {
+				t.Fatalf("error without ErrFormat: %v", err)
+			}
+			return
+		}
+		if len(js) > pdb.MaxISFBytes*2 {
+			t.Fatalf("%d bytes of ISF from %d of PDB", len(js), len(data))
+		}
+		if _, err := profile.ParseISF(js); err != nil {
+			t.Fatalf("converted ISF does not read back: %v", err)
+		}
+	})
+}

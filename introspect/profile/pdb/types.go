@@ -329,12 +329,19 @@ const maxIndexHops = 1 << 12
 
 // members calls fn for every LF_MEMBER, LF_BCLASS/LF_BINTERFACE and
 // LF_ENUMERATE of a field list, following LF_INDEX continuations. Other
-// members are decoded only to skip them.
-func (t *Types) members(list TypeIndex, fn func(m member) error) error {
+// members are decoded only to skip them. visit, if not nil, is called for
+// every entry and continuation, so a caller can bound the total work of
+// many records sharing one field list.
+func (t *Types) members(list TypeIndex, visit func() error, fn func(m member) error) error {
 	n := 0
 	for hops := 0; ; hops++ {
 		if hops > maxIndexHops {
 			return errf("field list %#x: more than %d continuations", uint32(list), maxIndexHops)
+		}
+		if visit != nil {
+			if err := visit(); err != nil {
+				return err
+			}
 		}
 		kind, body, err := t.Record(list)
 		if err != nil {
@@ -358,6 +365,11 @@ func (t *Types) members(list TypeIndex, fn func(m member) error) error {
 			}
 			if n++; n > MaxFields {
 				return errf("field list %#x: more than %d members", uint32(list), MaxFields)
+			}
+			if visit != nil {
+				if err := visit(); err != nil {
+					return err
+				}
 			}
 			m := member{kind: c.u16()}
 			report := false
