@@ -147,8 +147,8 @@ func snapshotCode(ctx context.Context, t *testing.T, g *testguest.Guest, kernel 
 			t.Fatalf("translate hook %s: %v", p.Name, err)
 		}
 	}
-	if len(s.hooks) != 4 {
-		t.Fatalf("probes %v, want the four Linux probes", s.hooks)
+	if _, ok := s.hooks[probes.FuncFileWritev]; len(s.hooks) != 5 || !ok {
+		t.Fatalf("probes %v, want the five Linux probes (file.write by vfs_write and vfs_writev)", s.hooks)
 	}
 	text, err1 := o.Symbol("_text")
 	etext, err2 := o.Symbol("_etext")
