@@ -14,8 +14,8 @@ import (
 )
 
 // kernelPDB is the x64 fixture of package pdb:
-// GUID {CF48EB6F-F822-C922-4C4C-44205044422E}, age 1.
-var kernelPDB = CodeView{PDB: "ntkrnlmp.pdb", Age: 1, GUID: [16]byte{0x6f, 0xeb, 0x48, 0xcf, 0x22, 0xf8, 0x22, 0xc9, 0x4c, 0x4c, 0x44, 0x20, 0x50, 0x44, 0x42, 0x2e}}
+// GUID {EC826749-924C-3CE7-4C4C-44205044422E}, age 1.
+var kernelPDB = CodeView{PDB: "ntkrnlmp.pdb", Age: 1, GUID: [16]byte{0x49, 0x67, 0x82, 0xec, 0x4c, 0x92, 0xe7, 0x3c, 0x4c, 0x4c, 0x44, 0x20, 0x50, 0x44, 0x42, 0x2e}}
 
 // A symbol server hands out a PDB; the store converts it, saves the
 // profile beside it and loads it; later lookups need no server.
@@ -27,7 +27,7 @@ func TestSymbolStoreDownloadConvertLoad(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
-		if r.URL.Path != "/ntkrnlmp.pdb/CF48EB6FF822C9224C4C44205044422E1/ntkrnlmp.pdb" {
+		if r.URL.Path != "/ntkrnlmp.pdb/EC826749924C3CE74C4C44205044422E1/ntkrnlmp.pdb" {
 			http.NotFound(w, r)
 			return
 		}
@@ -40,7 +40,7 @@ func TestSymbolStoreDownloadConvertLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := isf.Metadata.Windows; w == nil || w.Key() != "CF48EB6FF822C9224C4C44205044422E1" || w.Database != "ntkrnlmp.pdb" {
+	if w := isf.Metadata.Windows; w == nil || w.Key() != "EC826749924C3CE74C4C44205044422E1" || w.Database != "ntkrnlmp.pdb" {
 		t.Fatalf("metadata %+v", isf.Metadata.Windows)
 	}
 	if off, err := isf.Profile.Offset("_EPROCESS", "ActiveProcessLinks"); err != nil || off != 80 {
@@ -49,7 +49,7 @@ func TestSymbolStoreDownloadConvertLoad(t *testing.T) {
 	if rva, err := isf.Profile.Symbol("PsActiveProcessHead"); err != nil || rva != 0x3010 {
 		t.Errorf("PsActiveProcessHead at %#x: %v", rva, err)
 	}
-	saved := filepath.Join(dir, "ntkrnlmp.pdb", "CF48EB6FF822C9224C4C44205044422E1.json")
+	saved := filepath.Join(dir, "ntkrnlmp.pdb", "EC826749924C3CE74C4C44205044422E1.json")
 	if p, err := s.Path(kernelPDB.Info()); err != nil || p != saved {
 		t.Errorf("saved profile at %q (%v), want %q", p, err, saved)
 	}
@@ -67,7 +67,7 @@ func TestSymbolStoreDownloadConvertLoad(t *testing.T) {
 
 	// A PDB already in the store is converted without any server.
 	dir2 := t.TempDir()
-	pdbDir := filepath.Join(dir2, "ntkrnlmp.pdb", "CF48EB6FF822C9224C4C44205044422E1")
+	pdbDir := filepath.Join(dir2, "ntkrnlmp.pdb", "EC826749924C3CE74C4C44205044422E1")
 	if err := os.MkdirAll(pdbDir, 0o755); err != nil {
 		t.Fatal(err)
 	}

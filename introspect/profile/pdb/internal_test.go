@@ -133,7 +133,7 @@ func TestBuildMSFRoundTrip(t *testing.T) {
 	if _, err := Convert(data, Options{}); err != nil {
 		t.Fatalf("rebuilt fixture: %v", err)
 	}
-	if in, err := f.Info(); err != nil || in.GUIDString() != "CF48EB6FF822C9224C4C44205044422E" {
+	if in, err := f.Info(); err != nil || in.GUIDString() != "EC826749924C3CE74C4C44205044422E" {
 		t.Fatalf("info %v", err)
 	}
 }

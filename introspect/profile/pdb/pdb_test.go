@@ -82,10 +82,10 @@ func TestConvertKernel64(t *testing.T) {
 	isf := convert(t, "kernel.pdb")
 	p := isf.Profile
 	w := isf.Metadata.Windows
-	if w == nil || w.GUID != "CF48EB6FF822C9224C4C44205044422E" || w.Age != 1 || w.Database != "ntkrnlmp.pdb" || w.MachineType != 0x8664 {
+	if w == nil || w.GUID != "EC826749924C3CE74C4C44205044422E" || w.Age != 1 || w.Database != "ntkrnlmp.pdb" || w.MachineType != 0x8664 {
 		t.Fatalf("metadata %+v", w)
 	}
-	if p.Name != "ntkrnlmp.pdb/CF48EB6FF822C9224C4C44205044422E1" {
+	if p.Name != "ntkrnlmp.pdb/EC826749924C3CE74C4C44205044422E1" {
 		t.Errorf("profile name %q", p.Name)
 	}
 	if isf.BaseTypes["pointer"].Size != 8 {
@@ -262,7 +262,7 @@ func TestConvertKernel64(t *testing.T) {
 func TestConvertKernel32(t *testing.T) {
 	isf := convert(t, "kernel32.pdb")
 	p := isf.Profile
-	if w := isf.Metadata.Windows; w == nil || w.GUID != "46A606A7200365F04C4C44205044422E" || w.Age != 1 || w.MachineType != 0x14c {
+	if w := isf.Metadata.Windows; w == nil || w.GUID != "F2312A3D09FF540C4C4C44205044422E" || w.Age != 1 || w.MachineType != 0x14c {
 		t.Fatalf("metadata %+v", w)
 	}
 	if isf.BaseTypes["pointer"].Size != 4 {
@@ -305,9 +305,9 @@ func TestParseInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// llvm-pdbutil dump -summary: Signature 3477662575, Age 1,
-	// GUID {CF48EB6F-F822-C922-4C4C-44205044422E}, 17 streams.
-	if in.Signature != 3477662575 || in.Age != 1 || in.GUIDString() != "CF48EB6FF822C9224C4C44205044422E" || f.NumStreams() != 17 {
+	// llvm-pdbutil dump -summary: Signature 3967969097, Age 1,
+	// GUID {EC826749-924C-3CE7-4C4C-44205044422E}, 17 streams.
+	if in.Signature != 3967969097 || in.Age != 1 || in.GUIDString() != "EC826749924C3CE74C4C44205044422E" || f.NumStreams() != 17 {
 		t.Errorf("info %+v %s, %d streams", in, in.GUIDString(), f.NumStreams())
 	}
 	d, err := f.DBI()
