@@ -12,7 +12,9 @@ import (
 // minimalPDB builds a small PDB around a TPI stream: info stream, DBI with
 // a section header stream, and two public symbols (NtCreateFile in .text,
 // PsActiveProcessHead in .data).
-func minimalPDB(types []byte) []byte {
+func minimalPDB(types []byte) []byte { return buildMSF(minimalStreams(types)) }
+
+func minimalStreams(types []byte) [][]byte {
 	le := binary.LittleEndian
 	info := make([]byte, 28)
 	le.PutUint32(info[0:], 20000404)
@@ -58,7 +60,40 @@ func minimalPDB(types []byte) []byte {
 		return h
 	}
 	secs := append(sec(".text", 0x1000), sec(".data", 0x3000)...)
-	return buildMSF([][]byte{{}, info, types, dbi, nil, syms, secs})
+	return [][]byte{{}, info, types, dbi, nil, syms, secs}
+}
+
+// An image rearranged after linking: symbols refer to the original
+// sections and OMAP maps their RVAs into the final image.
+func TestOMAP(t *testing.T) {
+	le := binary.LittleEndian
+	streams := minimalStreams(tpi())
+	dbg := streams[streamDBI][dbiHeaderSize:]
+	le.PutUint16(dbg[2*4:], 7)  // OMAP from source
+	le.PutUint16(dbg[2*10:], 8) // original section headers
+	var om []byte
+	for _, e := range [][2]uint32{{0x1000, 0x5000}, {0x2000, 0x9000}, {0x2100, 0}} {
+		om = le.AppendUint32(le.AppendUint32(om, e[0]), e[1])
+	}
+	orig := make([]byte, 2*sectionHeaderSize)
+	le.PutUint32(orig[12:], 0x1000)
+	le.PutUint32(orig[sectionHeaderSize+12:], 0x2000)
+	streams = append(streams, om, orig)
+	js, err := Convert(buildMSF(streams), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{`"NtCreateFile":{"address":20512}`, `"PsActiveProcessHead":{"address":36880}`} {
+		if !bytes.Contains(js, []byte(w)) {
+			t.Errorf("output lacks %s\n%s", w, js)
+		}
+	}
+	m := &omap{from: []uint32{0x1000, 0x2000, 0x2100}, to: []uint32{0x5000, 0x9000, 0}}
+	for in, want := range map[uint32]uint32{0x10: 0, 0x1000: 0x5000, 0x1fff: 0x5fff, 0x2004: 0x9004, 0x2100: 0, 0x3000: 0} {
+		if got := m.lookup(in); got != want {
+			t.Errorf("omap %#x = %#x, want %#x", in, got, want)
+		}
+	}
 }
 
 // smallTypes is a kernel-like TPI: a self-referencing list entry, a struct
@@ -78,6 +113,14 @@ func smallTypes() []byte {
 		/* 0x1008 */ rec(lfFieldList, rec(lfMember, uint16(3), uint32(0x1007), uint16(40), "Mode")),
 		/* 0x1009 */ rec(lfFieldList, rec(lfMember, uint16(3), uint32(0x1000), uint16(0), "Links"), rec(lfMember, uint16(3), uint32(0x1004), uint16(16), "Bits"), rec(lfMember, uint16(3), uint32(0x1005), uint16(20), "Name"), rec(lfIndex, uint16(0), uint32(0x1008))),
 		/* 0x100a */ rec(lfStructure, uint16(4), uint16(0), uint32(0x1009), uint32(0), uint32(0), uint16(48), "_EPROCESS"),
+		// Sizes and offsets past 0x8000 take numeric leaves.
+		/* 0x100b */
+		rec(lfFieldList, rec(lfMember, uint16(3), uint32(0x1001), uint16(lfUShort), uint16(0x9000), "CurrentThread"), rec(lfMember, uint16(3), uint32(0x23), uint16(lfULong), uint32(0x12340), "Far")),
+		/* 0x100c */ rec(lfStructure, uint16(2), uint16(0), uint32(0x100b), uint32(0), uint32(0), uint16(lfULong), uint32(0x20000), "_KPRCB"),
+		// The newer LF_STRUCTURE2 layout: 32-bit properties, count and
+		// size as numerics.
+		/* 0x100d */
+		rec(lfStructure2, uint32(0), uint32(0x1002), uint32(0), uint32(0), uint16(2), uint16(lfUShort), uint16(0x8010), "_NEWER"),
 	)
 }
 
@@ -93,6 +136,10 @@ func TestMinimalPDB(t *testing.T) {
 		`"_MODE":{"base":"int","constants":{"Big":305419896,"Minus2":-2,"Off":0},"size":4}`,
 		`"Flink":{"offset":0,"type":{"kind":"pointer","subtype":{"kind":"struct","name":"_LIST_ENTRY"}}}`,
 		`"GUID":"33323130353437363839616263646566","age":1,"database":"ntkrnlmp.pdb","machine_type":34404`,
+		`"_KPRCB":{"fields":{"CurrentThread":{"offset":36864,`,
+		`"Far":{"offset":74560,"type":{"kind":"base","name":"unsigned long long"}}},"kind":"struct","size":131072}`,
+		`"_NEWER":{"fields":{"Blink":{"offset":8,`,
+		`"kind":"struct","size":32784}`,
 	}
 	for _, w := range want {
 		if !bytes.Contains(js, []byte(w)) {
