@@ -131,6 +131,7 @@ type (
 	isfType struct {
 		Kind        string          `json:"kind"`
 		Name        string          `json:"name"`
+		Base        string          `json:"base"` // a pointer's width, as a base type name
 		Count       uint64          `json:"count"`
 		Subtype     json.RawMessage `json:"subtype"`
 		Type        json.RawMessage `json:"type"`
@@ -349,8 +350,16 @@ func (isf *ISF) convertType(raw json.RawMessage, depth int) (Type, error) {
 		out.Kind = KindBase
 	case "pointer":
 		out.Kind = KindPointer
+		// A pointer of another width than the image's (POINTER_32 in a
+		// 64-bit kernel) names its own base type, e.g. "pointer32".
 		out.Size = 8
-		if b, ok := isf.BaseTypes["pointer"]; ok && b.Size != 0 {
+		base := t.Base
+		if base == "" {
+			base = "pointer"
+		}
+		if b, ok := isf.BaseTypes[base]; ok && b.Size != 0 {
+			out.Size = b.Size
+		} else if b, ok := isf.BaseTypes["pointer"]; ok && b.Size != 0 {
 			out.Size = b.Size
 		}
 		if len(t.Subtype) > 0 {

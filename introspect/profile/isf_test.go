@@ -117,13 +117,14 @@ func TestReadRealISF(t *testing.T) {
 }
 
 const tinyISF = `{"metadata":{"format":"6.1.0","windows":{"pdb":{"GUID":"00112233445566778899aabbccddeeff","age":3,"database":"ntkrnlmp.pdb","machine_type":34404}}},
-"base_types":{"unsigned long":{"kind":"int","size":4,"signed":false,"endian":"little"},"pointer":{"kind":"int","size":8,"signed":false,"endian":"little"}},
+"base_types":{"unsigned long":{"kind":"int","size":4,"signed":false,"endian":"little"},"pointer":{"kind":"int","size":8,"signed":false,"endian":"little"},"pointer32":{"kind":"int","size":4,"signed":false,"endian":"little"}},
 "enums":{"E":{"base":"unsigned long","size":4,"constants":{"A":1,"B":-2}}},
 "symbols":{"Foo":{"address":4096},"NoAddr":{"type":{"kind":"base","name":"unsigned long"}}},
 "user_types":{"_S":{"kind":"struct","size":16,"fields":{"a":{"offset":0,"type":{"kind":"base","name":"unsigned long"}},
 "b":{"offset":4,"type":{"kind":"bitfield","bit_position":3,"bit_length":5,"type":{"kind":"base","name":"unsigned long"}}},
 "p":{"offset":8,"type":{"kind":"pointer","subtype":{"kind":"struct","name":"_S"}}},
-"e":{"offset":12,"type":{"kind":"enum","name":"E"}}}}},
+"e":{"offset":12,"type":{"kind":"enum","name":"E"}},
+"q":{"offset":0,"type":{"kind":"pointer","base":"pointer32","subtype":{"kind":"base","name":"unsigned long"}}}}}},
 "extra":[1,2,3]}`
 
 func TestParseISFSmall(t *testing.T) {
@@ -146,8 +147,11 @@ func TestParseISFSmall(t *testing.T) {
 		t.Errorf("b %+v", b.Type)
 	}
 	ptr, _ := p.Field("_S", "p")
-	if ptr.Type.Elem.Kind != KindStruct || ptr.Type.Elem.Size != 16 {
-		t.Errorf("p %+v", ptr.Type.Elem)
+	if ptr.Type.Elem.Kind != KindStruct || ptr.Type.Elem.Size != 16 || ptr.Type.Size != 8 {
+		t.Errorf("p %+v", ptr.Type)
+	}
+	if q, _ := p.Field("_S", "q"); q.Type.Kind != KindPointer || q.Type.Size != 4 {
+		t.Errorf("q (a POINTER_32) %+v", q.Type)
 	}
 	e, _ := p.Field("_S", "e")
 	if e.Type.Kind != KindEnum || e.Type.Size != 4 || isf.Enums["E"].Constants["B"] != -2 {
