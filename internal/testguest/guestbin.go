@@ -26,14 +26,8 @@ var writevSource []byte
 // build needs no module download.
 const writevGoMod = "module vmi-writev\n\ngo 1.21\n"
 
-// Where the writer and its exit link sit in the guest (see
-// guestbin/vmi-writev): /bin/vmi-writev is the Go program, and
-// /libexec/vmi-writev a link to busybox it execs before exiting, named
-// like it so that the process keeps its name.
-const (
-	writevBin  = "bin/vmi-writev"
-	writevExit = "libexec/vmi-writev"
-)
+// writevBin is where the writer (guestbin/vmi-writev) sits in the guest.
+const writevBin = "bin/vmi-writev"
 
 // writevBuild are the build's arguments after "go build" (before -o).
 var writevBuild = []string{"-trimpath", "-ldflags=-s -w"}

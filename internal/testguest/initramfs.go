@@ -94,7 +94,7 @@ func writeRootfs(w io.Writer, busybox, writev []byte) error {
 		return err
 	}
 	cw := NewCPIOWriter(w)
-	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp", "sbin", "etc", "libexec"} {
+	for _, d := range []string{"bin", "dev", "proc", "sys", "tmp", "sbin", "etc"} {
 		if err := cw.Dir(d, 0o755); err != nil {
 			return err
 		}
@@ -120,9 +120,6 @@ func writeRootfs(w io.Writer, busybox, writev []byte) error {
 		}
 	}
 	if err := cw.File(writevBin, 0o755, writev); err != nil {
-		return err
-	}
-	if err := cw.Symlink(writevExit, "/bin/busybox"); err != nil {
 		return err
 	}
 	return cw.Close()

@@ -39,18 +39,23 @@
 //     new task after fork/clone has fully built it. Threads (pid != tgid) are
 //     skipped. At this point the child has not exec'd yet, so its name and
 //     image are the parent's (the comm after exec shows at exit).
-//   - process.exit: do_exit(long code) on the current task. The event is
-//     emitted for the thread that leaves the thread group empty
-//     (signal->live is still 1 on entry: the kernel decrements it inside
-//     do_exit), so a multi-threaded process yields one exit. This reads
-//     live before the decrement: two last threads entering do_exit at once
-//     on two vCPUs both see 2 and the exit is missed (the test guest's
-//     multi-threaded helper execs a single-threaded image before it exits
-//     so that its exit is exact). The mm teardown (__mmput) is not used: it
-//     also runs for the old mm at every execve.
+//   - process.exit: taskstats_exit(struct task_struct *tsk, int
+//     group_dead), which do_exit calls for every exiting thread after it
+//     has decremented signal->live, and before exit_mm, so the exiting
+//     task's mm (and image) are still there. The event is emitted when
+//     group_dead is set: exactly once per process, by the last thread,
+//     even when several threads exit at once (exit_group). It is a global
+//     function of kernel/taskstats.c, so it is not inlined into do_exit;
+//     a kernel built without CONFIG_TASKSTATS has no such symbol, and then
+//     do_exit(long code) is hooked instead and the event emitted when
+//     signal->live is still 1 on entry (the decrement comes later in
+//     do_exit): there, two last threads entering do_exit at once on two
+//     vCPUs both see 2 and the exit is missed. The mm teardown (__mmput)
+//     is not used: it also runs for the old mm at every execve.
 package linux
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -59,6 +64,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
+	"github.com/vmi-exporter/vmi-exporter/introspect/profile"
 )
 
 // Hooked kernel functions: one per event kind, two for file.write.
@@ -67,7 +73,10 @@ const (
 	FuncFileWrite    = "vfs_write"
 	FuncFileWritev   = "vfs_writev" // optional: absent where inlined
 	FuncProcessStart = "wake_up_new_task"
-	FuncProcessExit  = "do_exit"
+	FuncProcessExit  = "taskstats_exit"
+	// FuncProcessExitFallback is hooked for process.exit when the kernel
+	// has no FuncProcessExit (built without CONFIG_TASKSTATS).
+	FuncProcessExitFallback = "do_exit"
 )
 
 // Flags of open(2) (include/uapi/asm-generic/fcntl.h).
@@ -104,8 +113,17 @@ func (g *Guest) Probes(enabled []collector.Kind) ([]collector.Probe, error) {
 		{Kind: collector.KindFileWrite, Func: FuncFileWrite, Decode: g.decodeWrite},
 		{Kind: collector.KindFileWrite, Func: FuncFileWritev, Decode: g.decodeWrite, Optional: true},
 		{Kind: collector.KindProcessStart, Func: FuncProcessStart, Decode: g.decodeStart},
-		{Kind: collector.KindProcessExit, Func: FuncProcessExit, Decode: g.decodeExit},
+		g.exitSpec(),
 	}, g.os.Symbol, g.os.KernelRoot())
+}
+
+// exitSpec picks the process.exit probe: taskstats_exit where the kernel
+// has it, do_exit otherwise.
+func (g *Guest) exitSpec() collector.ProbeSpec {
+	if _, err := g.os.Symbol(FuncProcessExit); errors.Is(err, profile.ErrNotFound) {
+		return collector.ProbeSpec{Kind: collector.KindProcessExit, Func: FuncProcessExitFallback, Decode: g.decodeExit}
+	}
+	return collector.ProbeSpec{Kind: collector.KindProcessExit, Func: FuncProcessExit, Decode: g.decodeGroupExit}
 }
 
 func skip(format string, a ...any) error {
@@ -206,6 +224,20 @@ func (g *Guest) decodeStart(h *hook.Hit, ev *collector.Event) error {
 	return g.process(&t, &ev.Process)
 }
 
+// decodeGroupExit decodes taskstats_exit(tsk, group_dead).
+func (g *Guest) decodeGroupExit(h *hook.Hit, ev *collector.Event) error {
+	g.os.Flush()
+	t, err := g.os.Task(introspect.Va(h.Ev.Regs.RDI))
+	if err != nil {
+		return fmt.Errorf("exiting task: %w", err)
+	}
+	if int32(h.Ev.Regs.RSI) == 0 {
+		return skip("thread %d of %d exits, others live", t.PID, t.TGID)
+	}
+	return g.process(&t, &ev.Process)
+}
+
+// decodeExit decodes do_exit(code) on the current task (the fallback).
 func (g *Guest) decodeExit(h *hook.Hit, ev *collector.Event) error {
 	g.os.Flush()
 	t, err := g.os.CurrentTask(&h.Ev.Regs)

@@ -121,7 +121,7 @@ func TestProbes(t *testing.T) {
 		collector.KindFileCreate:   linuxtest.Symbols["do_sys_openat2"],
 		collector.KindFileWrite:    linuxtest.Symbols["vfs_write"],
 		collector.KindProcessStart: linuxtest.Symbols["wake_up_new_task"],
-		collector.KindProcessExit:  linuxtest.Symbols["do_exit"],
+		collector.KindProcessExit:  linuxtest.Symbols["taskstats_exit"],
 	}
 	for k, a := range want {
 		p := w.probes[k]
@@ -157,7 +157,9 @@ func TestDecode(t *testing.T) {
 		{"write forged file", collector.KindFileWrite, []uint64{0x1000}, "", collector.Process{}, oslinux.ErrBadPointer},
 		{"start process", collector.KindProcessStart, []uint64{uint64(w.sh)}, "", proc, nil},
 		{"start thread", collector.KindProcessStart, []uint64{uint64(w.thread)}, "", collector.Process{}, collector.ErrSkip},
-		{"exit", collector.KindProcessExit, nil, "", proc, nil},
+		{"exit", collector.KindProcessExit, []uint64{uint64(w.sh), 1}, "", proc, nil},
+		{"exit of a thread, others live", collector.KindProcessExit, []uint64{uint64(w.thread), 0}, "", collector.Process{}, collector.ErrSkip},
+		{"exit of a forged task", collector.KindProcessExit, []uint64{0x1000, 1}, "", collector.Process{}, oslinux.ErrBadPointer},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -178,8 +180,32 @@ func TestDecode(t *testing.T) {
 	}
 }
 
-func TestDecodeExitThreads(t *testing.T) {
+// TestDecodeExitLastThread: the last thread of a process (not its leader)
+// ends it, with group_dead set, whatever signal->live still says.
+func TestDecodeExitLastThread(t *testing.T) {
 	w := newGuest(t)
+	ev, err := w.hit(collector.KindProcessExit, uint64(w.thread), 1)
+	if err != nil || ev.Process.PID != 42 || ev.Process.PPID != 1 || ev.Process.Image != "/bin/busybox" {
+		t.Fatalf("event %+v, %v", ev, err)
+	}
+}
+
+// TestDecodeExitFallback: a kernel without taskstats_exit gets do_exit, and
+// the event comes from the thread that finds signal->live at 1.
+func TestDecodeExitFallback(t *testing.T) {
+	w := newGuest(t)
+	prof := linuxtest.Profile()
+	delete(prof.Symbols, probes.FuncProcessExit)
+	o, err := oslinux.New(w.g, prof, oslinux.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := probes.New(o).Probes([]collector.Kind{collector.KindProcessExit})
+	if err != nil || len(ps) != 1 || ps[0].Name != probes.FuncProcessExitFallback ||
+		uint64(ps[0].Addr) != linuxtest.Symbols["do_exit"]+slide {
+		t.Fatalf("exit probes %+v, %v", ps, err)
+	}
+	w.probes[collector.KindProcessExit] = ps[0]
 	// Two live threads: the first to exit is skipped.
 	sig := w.g.Alloc(0x400)
 	w.g.PutU32(sig+linuxtest.SignalLive, 2)

@@ -45,6 +45,7 @@ var Symbols = map[string]uint64{
 	"vfs_write":        LinkBase + 0x2000,
 	"wake_up_new_task": LinkBase + 0x3000,
 	"do_exit":          LinkBase + 0x4000,
+	"taskstats_exit":   LinkBase + 0x4800,
 }
 
 func st(name string, size uint64, fields ...profile.Field) *profile.Struct {
