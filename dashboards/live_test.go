@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -64,7 +65,7 @@ func TestLive(t *testing.T) {
 	if err := os.Symlink(cache, filepath.Join(dir, "testguest-cache")); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	logf, err := os.Create(filepath.Join(tmp, "demo.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -191,16 +192,6 @@ func TestLive(t *testing.T) {
 		}
 		t.Logf("%d write spans, %d flagged by %s", writes, flagged, suspiciousRule)
 	})
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func scrape(ctx context.Context, addr string) (map[string]*dto.MetricFamily, error) {

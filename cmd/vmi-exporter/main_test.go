@@ -2,21 +2,20 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/collector/collectortest"
@@ -47,34 +46,6 @@ func scripted(a **collectortest.Attacher) attachersFunc {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func eventually(t *testing.T, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -100,7 +71,7 @@ func get(url string) string {
 // sessions closed, spans and events flushed, clean exit.
 func TestRunCommand(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	cfg := filepath.Join(dir, "config.yml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`
 web: {listen_address: %q}
@@ -113,7 +84,7 @@ jsonl: {path: %q}
 	var a *collectortest.Attacher
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	go func() { errc <- dispatch(ctx, []string{"run", "--config", cfg}, io.Discard, &stderr, scripted(&a)) }()
 	eventually(t, "metrics", func() bool {
 		return strings.Contains(get("http://"+addr+"/metrics"), "vmi_file_writes_total{domain=\"vm1\"} 2\n")
@@ -160,7 +131,7 @@ func lines(t *testing.T, path string) int {
 
 func TestTraceCommand(t *testing.T) {
 	var a *collectortest.Attacher
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error)
 	go func() {
@@ -207,8 +178,8 @@ func TestDemoCommand(t *testing.T) {
 			func() error { stopped = true; return nil }, nil
 	}
 	dir := t.TempDir()
-	addr := freeAddr(t)
-	var out syncBuffer
+	addr := testutil.FreeAddr(t)
+	var out testutil.SyncBuffer
 	var a *collectortest.Attacher
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error)

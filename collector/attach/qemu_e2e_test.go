@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/collector/attach"
@@ -519,16 +520,6 @@ func buildExporter(ctx context.Context, t *testing.T) string {
 	return out
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // exporterConfig writes the YAML configuration for one QEMU guest.
 func exporterConfig(t *testing.T, listen, jsonl string, gc collector.GuestConfig) string {
 	t.Helper()
@@ -561,30 +552,12 @@ log:
 	return p
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startExporter runs `vmi-exporter run --config cfg` until the end of the
 // test, then stops it with SIGTERM (it detaches) and checks it exits 0.
-func startExporter(t *testing.T, bin, cfg string) *syncBuffer {
+func startExporter(t *testing.T, bin, cfg string) *testutil.SyncBuffer {
 	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", cfg)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -699,7 +672,7 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 	t0 := time.Now()
 	bin := buildExporter(ctx, t)
 	g, assets := bootGuest(ctx, t, testguest.Options{})
-	listen := freeAddr(t)
+	listen := testutil.FreeAddr(t)
 	jsonl := filepath.Join(t.TempDir(), "events.jsonl")
 	startExporter(t, bin, exporterConfig(t, listen, jsonl, guestConfig(g, assets.Kernel, t.TempDir())))
 	prom := promtest.Server(t, listen, time.Second)
@@ -837,7 +810,7 @@ func TestGuestKilledAndRestarted(t *testing.T) {
 	opts := testguest.Options{Dir: dir, RAMFile: ram}
 
 	g1, assets := bootGuest(ctx, t, opts)
-	listen := freeAddr(t)
+	listen := testutil.FreeAddr(t)
 	startExporter(t, bin, exporterConfig(t, listen, filepath.Join(t.TempDir(), "events.jsonl"),
 		guestConfig(g1, assets.Kernel, t.TempDir())))
 	base := "http://" + listen

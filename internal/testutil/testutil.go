@@ -1,0 +1,44 @@
+// Package testutil holds the small helpers that tests of several packages
+// share: a free local port and a log buffer that a process and the test
+// use at the same time.
+package testutil
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"testing"
+)
+
+// FreeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago, for a server the test starts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// SyncBuffer is a bytes.Buffer safe for one writer goroutine (a process's
+// output, a logger) and a reader (the test).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
