@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 )
 
 // TestGuestIntegration prepares the guest with apt, boots it under QEMU and
@@ -31,7 +33,7 @@ func TestGuestIntegration(t *testing.T) {
 	if *a != *b {
 		t.Errorf("second Prepare differs: %+v vs %+v", a, b)
 	}
-	console := &lockedWriter{}
+	console := &testutil.SyncBuffer{}
 	g, err := Boot(ctx, a, Options{Log: log, Console: console})
 	if err != nil {
 		t.Fatal(err)

@@ -303,6 +303,19 @@ func udtKeys(u *udt) []string {
 // index records every complete user-defined type under its names.
 func (c *converter) index() error {
 	c.defs = map[string]TypeIndex{}
+	return c.eachDefinition(func(ti TypeIndex, _ uint16, u *udt) error {
+		for _, k := range udtKeys(u) {
+			if _, dup := c.defs[k]; !dup {
+				c.defs[k] = ti
+			}
+		}
+		return nil
+	})
+}
+
+// eachDefinition calls f for every complete (not forward) user-defined
+// type record, in type-index order.
+func (c *converter) eachDefinition(f func(ti TypeIndex, kind uint16, u *udt) error) error {
 	for i := range c.t.Len() {
 		ti := c.t.Begin + TypeIndex(i)
 		kind, body, _ := c.t.Record(ti)
@@ -316,10 +329,8 @@ func (c *converter) index() error {
 		if u.fwd() {
 			continue
 		}
-		for _, k := range udtKeys(&u) {
-			if _, dup := c.defs[k]; !dup {
-				c.defs[k] = ti
-			}
+		if err := f(ti, kind, &u); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -377,44 +388,32 @@ func displayName(ti TypeIndex, u *udt) string {
 
 func (c *converter) convertTypes(doc *isfDoc) error {
 	c.bases["pointer"] = isfBase{Endian: "little", Kind: "int", Size: c.ptrSize}
-	for i := range c.t.Len() {
-		ti := c.t.Begin + TypeIndex(i)
-		kind, body, _ := c.t.Record(ti)
-		if !isUDT(kind) {
-			continue
-		}
-		u, err := parseUDT(kind, body)
-		if err != nil {
-			return fmt.Errorf("type %#x: %w", uint32(ti), err)
-		}
-		if u.fwd() {
-			continue
-		}
-		name := displayName(ti, &u)
+	return c.eachDefinition(func(ti TypeIndex, kind uint16, u *udt) error {
+		name := displayName(ti, u)
 		if err := c.charge(nodeCost + len(name)); err != nil {
 			return err
 		}
 		if kind == lfEnum {
 			if _, dup := doc.Enums[name]; dup {
-				continue
+				return nil
 			}
-			e, err := c.enum(&u)
+			e, err := c.enum(u)
 			if err != nil {
 				return fmt.Errorf("enum %s: %w", name, err)
 			}
 			doc.Enums[name] = e
-			continue
+			return nil
 		}
 		if _, dup := doc.UserTypes[name]; dup {
-			continue // the first definition wins, as for forward references
+			return nil // the first definition wins, as for forward references
 		}
-		st, err := c.userType(&u)
+		st, err := c.userType(u)
 		if err != nil {
 			return fmt.Errorf("type %s: %w", name, err)
 		}
 		doc.UserTypes[name] = st
-	}
-	return nil
+		return nil
+	})
 }
 
 func (c *converter) enum(u *udt) (isfEnum, error) {
