@@ -38,6 +38,11 @@ type Options struct {
 	Logger       *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// VerifyInterval is how often a session that implements Verifier has
+	// its guest kernel checked while the event loop runs (default 5s;
+	// negative: never). A failed check ends the session, as a dead guest
+	// does, and the supervisor attaches again.
+	VerifyInterval time.Duration
 	// Once makes each supervisor attach only once: a failed attach or a
 	// failed session ends it, and Run returns the errors (for one-shot
 	// commands such as trace, where retrying forever would hide them).
@@ -52,6 +57,9 @@ type Collector struct {
 
 // DefaultQueueSize is the queue length used when Options.QueueSize is 0.
 const DefaultQueueSize = 4096
+
+// DefaultVerifyInterval is the VerifyInterval used when it is 0.
+const DefaultVerifyInterval = 5 * time.Second
 
 // New checks the options and builds a collector.
 func New(o Options) (*Collector, error) {
@@ -91,6 +99,9 @@ func New(o Options) (*Collector, error) {
 	}
 	if o.CloseTimeout <= 0 {
 		o.CloseTimeout = 10 * time.Second
+	}
+	if o.VerifyInterval == 0 {
+		o.VerifyInterval = DefaultVerifyInterval
 	}
 	p := &pipeline{enrichers: o.Enrichers, rules: o.Rules, metrics: o.Metrics}
 	for _, s := range o.Sinks {
@@ -211,14 +222,47 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 	}
 	s.log.Info("attached", "os", g.OS, "kernel", g.Kernel, "probes", len(probes))
 	s.o.Metrics.Up(s.cfg.Name, &g, true)
-	err = sess.Engine().Run(ctx, l)
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if v, ok := sess.(Verifier); ok && s.o.VerifyInterval > 0 {
+		go s.verify(runCtx, v, stop)
+	}
+	err = sess.Engine().Run(runCtx, l)
 	if ctx.Err() != nil {
 		return true, nil
+	}
+	if cause := context.Cause(runCtx); runCtx.Err() != nil && cause != nil {
+		return true, cause
 	}
 	if err == nil {
 		err = errors.New("engine stopped")
 	}
 	return true, fmt.Errorf("event loop: %w", err)
+}
+
+// verify checks the session's guest kernel every VerifyInterval until ctx
+// ends, and stops the session (through stop) when a check fails: the guest
+// rebooted, so the hooks no longer sit on the functions they were set on.
+func (s *supervisor) verify(ctx context.Context, v Verifier, stop context.CancelCauseFunc) {
+	t := time.NewTicker(s.o.VerifyInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := v.Verify()
+		switch {
+		case err == nil:
+		case errors.Is(err, driver.ErrUnsupported):
+			s.log.Debug("guest kernel cannot be checked while it runs", "err", err)
+			return
+		default:
+			stop(fmt.Errorf("guest kernel check: %w", err))
+			return
+		}
+	}
 }
 
 // install adds a hook per probe, with the guest paused when the session

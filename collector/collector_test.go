@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/collector/collectortest"
@@ -257,6 +261,55 @@ func TestSupervisorRetriesWhileOthersRun(t *testing.T) {
 		if _, open, _, hooks := a.Stats(); open != 0 || hooks != 0 {
 			t.Errorf("open=%d hooks=%d after exit", open, hooks)
 		}
+	}
+}
+
+// A guest whose kernel check fails (it rebooted) is marked down and
+// attached again, its hooks removed; a session that cannot be checked
+// runs on.
+func TestVerifyFailureReattaches(t *testing.T) {
+	rec := newRecorder()
+	rebooted := errors.New("banner changed")
+	a := &collectortest.Attacher{
+		Guest: collector.Guest{OS: "linux"},
+		Verify: func(n int) error {
+			if n == 0 {
+				return rebooted
+			}
+			return fmt.Errorf("no check: %w", driver.ErrUnsupported)
+		},
+	}
+	var logs testutil.SyncBuffer
+	c, err := collector.New(collector.Options{
+		Guests:         []collector.GuestConfig{{Name: "g", Driver: "d"}},
+		Attachers:      map[string]collector.Attacher{"d": a},
+		Enabled:        collector.ProbeKinds(),
+		Metrics:        rec,
+		Backoff:        collector.Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond},
+		Logger:         slog.New(slog.NewTextHandler(&logs, nil)),
+		VerifyInterval: 2 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error)
+	go func() { errc <- c.Run(ctx) }()
+	waitFor(t, "second attach after the failed check", func() bool {
+		n, _, closed, _ := a.Stats()
+		return n == 2 && closed == 1 && rec.isUp("g")
+	})
+	// The second session answers ErrUnsupported: checks stop, it stays.
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n, open, closed, hooks := a.Stats(); n != 2 || open != 0 || closed != 2 || hooks != 0 {
+		t.Errorf("attempts %d open %d closed %d hooks %d", n, open, closed, hooks)
+	}
+	if !strings.Contains(logs.String(), "banner changed") {
+		t.Errorf("the failed check is not logged:\n%s", logs.String())
 	}
 }
 

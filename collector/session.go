@@ -76,6 +76,16 @@ type Session interface {
 	Close() error
 }
 
+// Verifier is implemented by a Session that can tell, while its engine
+// runs, whether the guest still runs the kernel it attached to. Verify
+// returns an error once it does not (a reboot moves a KASLR kernel, so the
+// hooks sit on the wrong code), or one wrapping driver.ErrUnsupported when
+// the session cannot check without stopping the guest. It is called from
+// another goroutine than the engine's.
+type Verifier interface {
+	Verify() error
+}
+
 // Rule inspects an event before it is exported and returns the names of
 // the rules it matched (issue 6 implements the rules engine). Rules run in
 // the event loop: they must be fast and must not block.

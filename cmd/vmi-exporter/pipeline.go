@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,7 +42,9 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		QueueSize: cfg.Queues.Size,
 		Backoff:   cfg.Backoff,
 		Logger:    log,
-		Once:      po.once,
+		// 0 means the default to the collector; here it means never.
+		VerifyInterval: cmp.Or(cfg.Verify.Interval, -1),
+		Once:           po.once,
 	}
 	eng, err := newRules(cfg)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
@@ -71,6 +72,7 @@ func (a *QEMU) Attach(ctx context.Context, g collector.GuestConfig) (_ collector
 	log.Info("attached", "kernel", o.Banner(), "slide", fmt.Sprintf("%#x", o.Slide()), "vcpus", d.VCPUs())
 	return &qemuSession{
 		d:   d,
+		o:   o,
 		os:  probes.New(o),
 		eng: hook.NewNative(d, hook.WithFlush(o.Flush)),
 		guest: &collector.Guest{
@@ -84,6 +86,7 @@ func (a *QEMU) Attach(ctx context.Context, g collector.GuestConfig) (_ collector
 
 type qemuSession struct {
 	d     *qemu.Driver
+	o     *oslinux.OS
 	os    collector.GuestOS
 	eng   hook.Engine
 	guest *collector.Guest
@@ -94,6 +97,31 @@ func (s *qemuSession) OS() collector.GuestOS   { return s.os }
 func (s *qemuSession) Engine() hook.Engine     { return s.eng }
 func (s *qemuSession) Pause() error            { return s.d.Pause() }
 func (s *qemuSession) Resume() error           { return s.d.Resume() }
+
+// Verify implements collector.Verifier. A reset (reboot) of the guest is
+// seen in QMP's events; a reset leaves the old kernel's memory in place
+// until the new one overwrites it, so re-reading the banner from the shared
+// RAM file, the check without QMP, only notices a kernel that moved over
+// the old one. Through the gdbstub alone memory cannot be read while the
+// guest runs.
+func (s *qemuSession) Verify() error {
+	n, rerr := s.d.Resets()
+	switch {
+	case rerr == nil && n > 0:
+		return fmt.Errorf("guest reset %d times since attach: %w", n, oslinux.ErrKernelChanged)
+	case rerr != nil && !errors.Is(rerr, driver.ErrUnsupported):
+		return rerr
+	}
+	if !s.d.SharedRAM() {
+		if rerr != nil {
+			return fmt.Errorf("qemu: neither QMP nor a shared RAM file: %w", driver.ErrUnsupported)
+		}
+		return nil
+	}
+	return s.o.Verify()
+}
+
+var _ collector.Verifier = (*qemuSession)(nil)
 
 // Close removes every hook, then detaches; the guest keeps running.
 func (s *qemuSession) Close() error {

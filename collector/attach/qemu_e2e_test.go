@@ -19,13 +19,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
-
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/collector/attach"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
 	"github.com/vmi-exporter/vmi-exporter/internal/promtest"
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 	"github.com/vmi-exporter/vmi-exporter/introspect/gdbstub"
@@ -214,6 +213,7 @@ type upMetrics struct {
 	mu       sync.Mutex
 	up       bool
 	attaches []error
+	attachAt []time.Time
 	errs     map[string]int
 }
 
@@ -227,6 +227,7 @@ func (m *upMetrics) Notice(string, hook.NoticeKind) {}
 func (m *upMetrics) Attach(_ string, err error) {
 	m.mu.Lock()
 	m.attaches = append(m.attaches, err)
+	m.attachAt = append(m.attachAt, time.Now())
 	m.mu.Unlock()
 }
 func (m *upMetrics) Up(_ string, _ *collector.Guest, up bool) {
@@ -790,6 +791,91 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 // Issue 3, done when: killing the QEMU guest mid-run leaves the exporter
 // serving, with the guest marked down; restarting it (same sockets, same
 // RAM file, same configuration) brings it back by itself.
+// TestGuestRebooted resets the guest under the collector (QMP
+// system_reset, as a host would): the new boot puts the kernel at another
+// KASLR slide, so the hooks of the first session sit on the wrong code.
+// The periodic kernel check notices, the session ends (hooks removed) and
+// the supervisor attaches to the new kernel; its file writes are decoded
+// again.
+func TestGuestRebooted(t *testing.T) {
+	skipE2E(t)
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	t0 := time.Now()
+	dir, err := os.MkdirTemp("", "vmirb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ctl := filepath.Join(dir, "ctl.qmp") // the host's own QMP; the driver holds the other
+	g, assets := bootGuest(ctx, t, testguest.Options{Dir: dir, Reboot: true, LoopIntervalMS: 20,
+		ExtraArgs: []string{"-qmp", "unix:" + ctl + ",server=on,wait=off"}})
+
+	sink := &recordSink{}
+	m := &upMetrics{errs: map[string]int{}}
+	c, err := collector.New(collector.Options{
+		Guests:         []collector.GuestConfig{guestConfig(g, assets.Kernel, t.TempDir())},
+		Attachers:      map[string]collector.Attacher{"qemu": &attach.QEMU{Log: testLog(t), Timeout: time.Minute}},
+		Enabled:        collector.ProbeKinds(),
+		Metrics:        m,
+		Sinks:          []collector.Sink{sink},
+		Logger:         testLog(t),
+		Backoff:        collector.Backoff{Initial: 200 * time.Millisecond, Max: time.Second},
+		VerifyInterval: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(cctx) }()
+	defer func() {
+		ccancel()
+		if err := <-done; err != nil {
+			t.Errorf("collector: %v", err)
+		}
+	}()
+	// writesSince counts decoded writes of workload files after since.
+	writesSince := func(since time.Time) int {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		n := 0
+		for _, ev := range sink.events {
+			if ev.Kind == collector.KindFileWrite && ev.Time.After(since) && strings.HasPrefix(ev.Path, "/tmp/vmi/") {
+				n++
+			}
+		}
+		return n
+	}
+	poll(ctx, t, "writes decoded before the reset", func() bool { return writesSince(t0) > 0 })
+
+	q, err := qmp.Dial(ctx, "unix", ctl, qmp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	tReset := time.Now()
+	if err := q.Execute("system_reset", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var second time.Time
+	poll(ctx, t, "attached again after the reset, and writes decoded", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for i, at := range m.attachAt {
+			if i > 0 && m.attaches[i] == nil && at.After(tReset) {
+				second = at
+				return writesSince(at) > 0
+			}
+		}
+		return false
+	})
+	errs := m.attachErrs()
+	t.Logf("reset at +%v; attached again at +%v after %d attach attempts (%d failed while the guest booted); %d writes decoded since; probe errors %v",
+		tReset.Sub(t0).Round(time.Millisecond), second.Sub(t0).Round(time.Millisecond), len(errs), len(errs)-2,
+		writesSince(second), m.probeErrs())
+}
+
 func TestGuestKilledAndRestarted(t *testing.T) {
 	skipE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*e2eTimeout)

@@ -59,6 +59,9 @@ type Attacher struct {
 	// in order, and returns nil to keep the guest running until the
 	// session ends, or an error to make the engine fail with it.
 	Script func(ctx context.Context, attempt int, emit func(Step) error) error
+	// Verify, when set, answers the collector's checks of the guest
+	// kernel during attempt n; nil answers driver.ErrUnsupported.
+	Verify func(attempt int) error
 
 	mu       sync.Mutex
 	attempts int
@@ -110,6 +113,16 @@ func (s *session) Pause() error            { s.paused = true; return nil }
 func (s *session) Resume() error           { s.paused = false; return nil }
 
 var _ driver.Pauser = (*session)(nil)
+
+// Verify implements collector.Verifier.
+func (s *session) Verify() error {
+	if s.a.Verify == nil {
+		return fmt.Errorf("scripted guest: %w", driver.ErrUnsupported)
+	}
+	return s.a.Verify(s.attempt)
+}
+
+var _ collector.Verifier = (*session)(nil)
 
 func (s *session) Close() error {
 	s.once.Do(func() {

@@ -46,10 +46,18 @@ type Config struct {
 	Metrics Metrics                 `koanf:"metrics"`
 	Queues  Queues                  `koanf:"queues"`
 	Backoff collector.Backoff       `koanf:"backoff"`
+	Verify  Verify                  `koanf:"verify"`
 	Log     Log                     `koanf:"log"`
 	// Rules are suspicious-write rules applied over the default set
 	// (collector/rules: decoded and compiled by Validate and the command).
 	Rules []map[string]any `koanf:"rules"`
+}
+
+// Verify configures the check, while a guest is watched, that it still runs
+// the kernel the exporter attached to (a reboot moves the kernel).
+type Verify struct {
+	// Interval between checks; 0 disables them.
+	Interval time.Duration `koanf:"interval"`
 }
 
 // Web configures the metrics server.
@@ -112,6 +120,7 @@ func Defaults() map[string]any {
 		"backoff.initial":           "1s",
 		"backoff.max":               "1m",
 		"backoff.jitter":            0.2,
+		"verify.interval":           "5s",
 		"log.level":                 "info",
 		"log.format":                "text",
 	}
@@ -133,6 +142,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Int("queues.size", collector.DefaultQueueSize, "events each exporter queue holds before dropping")
 	fs.Duration("backoff.initial", time.Second, "first delay before re-attaching a guest")
 	fs.Duration("backoff.max", time.Minute, "longest delay before re-attaching a guest")
+	fs.Duration("verify.interval", collector.DefaultVerifyInterval, "how often to check that a watched guest was not rebooted (0: never)")
 	fs.String("log.level", "info", "log level: debug, info, warn, error")
 	fs.String("log.format", "text", "log format: text or json")
 }
@@ -259,6 +269,9 @@ func (c *Config) Validate() error {
 	}
 	if n := c.Queues.Size; n < 1 || n > 1<<20 {
 		bad("queues.size: %d is outside 1..%d", n, 1<<20)
+	}
+	if c.Verify.Interval < 0 {
+		bad("verify.interval: must not be negative, got %s", c.Verify.Interval)
 	}
 	if c.Backoff.Initial <= 0 {
 		bad("backoff.initial: must be positive, got %s", c.Backoff.Initial)

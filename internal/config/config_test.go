@@ -50,7 +50,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Web.ListenAddress != ":9860" || c.Queues.Size != collector.DefaultQueueSize || c.OTLP.Protocol != "grpc" ||
-		c.Backoff.Initial != time.Second || c.Backoff.Max != time.Minute || c.Metrics.ProcessLabelCap != 0 {
+		c.Backoff.Initial != time.Second || c.Backoff.Max != time.Minute || c.Metrics.ProcessLabelCap != 0 ||
+		c.Verify.Interval != collector.DefaultVerifyInterval {
 		t.Errorf("defaults %+v", c)
 	}
 	g := c.Guests[0]
@@ -152,8 +153,8 @@ guests:
 			"guests[3]: qemu.ram_path: stat /nonexistent/ram",
 		}},
 		{"qemu without gdb", "guests: [{name: a}]", nil, []string{"guests[0] (a): qemu.gdb_socket is required"}},
-		{"bad numbers", guests, []string{"--queues.size", "0", "--backoff.initial", "5s", "--backoff.max", "1s", "--metrics.process-label-cap", "-1"},
-			[]string{"queues.size: 0", "backoff.max: 1s is shorter", "metrics.process_label_cap: -1"}},
+		{"bad numbers", guests, []string{"--queues.size", "0", "--backoff.initial", "5s", "--backoff.max", "1s", "--metrics.process-label-cap", "-1", "--verify.interval", "-1s"},
+			[]string{"queues.size: 0", "backoff.max: 1s is shorter", "metrics.process_label_cap: -1", "verify.interval: must not be negative"}},
 		{"unnamed rule", guests + "rules: [{paths: [/tmp]}]", nil, []string{"rules[0]: no name"}},
 		{"bad rule", guests + "rules: [{name: x, os: bsd, paths: [/tmp]}]", nil, []string{`os "bsd" is not linux, windows or any`}},
 		{"unknown rule key", guests + "rules: [{name: x, path: /tmp}]", nil, []string{"field path not found"}},
@@ -193,7 +194,7 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(c.Guests) != 2 || c.Guests[1].Xen.Domain != "db-1" || c.Guests[0].QEMU.GDBSocket != "/run/vmi/web-1.gdb" ||
-		c.Backoff.Jitter != 0.2 || c.OTLP.File == "" {
+		c.Backoff.Jitter != 0.2 || c.OTLP.File == "" || c.Verify.Interval != 5*time.Second {
 		t.Errorf("example config %+v", c)
 	}
 }

@@ -52,6 +52,9 @@ type Options struct {
 	// LoopIntervalMS, if > 0, makes the guest loop rounds from boot on
 	// (kernel command line vmi.workload=loop) with this pause.
 	LoopIntervalMS int
+	// Reboot lets a reset (the guest's own reboot, or QMP system_reset)
+	// boot the guest again; by default QEMU exits instead (-no-reboot).
+	Reboot bool
 	// ExtraAppend is added to the kernel command line.
 	ExtraAppend string
 	// ExtraArgs are added to the QEMU command line.
@@ -224,9 +227,12 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 		// the host reads, unlike a socket nobody is connected to yet.
 		"-chardev", "stdio,id=ser0,signal=off",
 		"-serial", "chardev:ser0",
-		"-display", "none", "-no-reboot", "-nodefaults",
+		"-display", "none", "-nodefaults",
 		"-kernel", a.Kernel, "-initrd", a.Initrd,
 		"-append", strings.Join(kargs, " "),
+	}
+	if !o.Reboot {
+		args = append(args, "-no-reboot")
 	}
 	if o.CPU != "" {
 		args = append(args, "-cpu", o.CPU)

@@ -44,6 +44,7 @@ type Client struct {
 	id      uint64
 	timeout time.Duration
 	events  chan<- Event
+	onEvent func(Event)
 	// Version is QEMU's version from the greeting.
 	Version struct {
 		Major, Minor, Micro int
@@ -55,6 +56,13 @@ type Options struct {
 	// Events receives asynchronous events; nil drops them. Sends never
 	// block: events are dropped when the channel is full.
 	Events chan<- Event
+	// OnEvent, when set, is called with every event, before Events gets
+	// it, from the goroutine whose command read it: it must be quick and
+	// must not call the Client. Unlike Events it drops nothing. QEMU sends
+	// events as they happen, and they are read with the next command's
+	// reply, so a caller that wants them promptly runs a cheap command
+	// (query-status) now and then.
+	OnEvent func(Event)
 	// Timeout bounds each command (default 10s).
 	Timeout time.Duration
 }
@@ -83,7 +91,7 @@ func NewClient(conn net.Conn, opt Options) (*Client, error) {
 	}
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
-	c := &Client{conn: conn, sc: sc, timeout: opt.Timeout, events: opt.Events}
+	c := &Client{conn: conn, sc: sc, timeout: opt.Timeout, events: opt.Events, onEvent: opt.OnEvent}
 	conn.SetReadDeadline(time.Now().Add(opt.Timeout))
 	var greet struct {
 		QMP *struct {
@@ -172,11 +180,17 @@ func (c *Client) Execute(cmd string, args, ret any) error {
 }
 
 func (c *Client) deliver(line []byte) {
-	if c.events == nil {
+	if c.events == nil && c.onEvent == nil {
 		return
 	}
 	var ev Event
 	if json.Unmarshal(line, &ev) != nil {
+		return
+	}
+	if c.onEvent != nil {
+		c.onEvent(ev)
+	}
+	if c.events == nil {
 		return
 	}
 	select {

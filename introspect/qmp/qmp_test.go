@@ -49,8 +49,9 @@ func TestClient(t *testing.T) {
 		}
 		return `"error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}`
 	})
-	events := make(chan Event, 16)
-	c, err := NewClient(cli, Options{Events: events})
+	events := make(chan Event, 2) // fills up: later events are dropped there
+	var seen []string
+	c, err := NewClient(cli, Options{Events: events, OnEvent: func(ev Event) { seen = append(seen, ev.Event) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +84,11 @@ func TestClient(t *testing.T) {
 	}
 	if ev := <-events; ev.Event != "STOP" || ev.Timestamp.Microseconds != 2 {
 		t.Errorf("event %+v", ev)
+	}
+	// One event before each of the 6 replies (capabilities included): the
+	// callback saw all of them, the full channel only two.
+	if len(seen) != 6 || seen[5] != "STOP" || len(events) != 1 {
+		t.Errorf("OnEvent saw %v; channel kept %d", seen, len(events)+1)
 	}
 }
 

@@ -70,6 +70,7 @@ type Driver struct {
 	bps map[introspect.Va]bool
 
 	restepped atomic.Uint64
+	resets    atomic.Uint64 // QMP RESET events since Open
 
 	closeOnce sync.Once
 	closeErr  error
@@ -112,7 +113,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Driver, err err
 	}
 	if cfg.QMPSocket != "" {
 		n, a := splitAddr(cfg.QMPSocket)
-		if d.qmp, err = qmp.Dial(ctx, n, a, qmp.Options{Timeout: cfg.Timeout}); err != nil {
+		if d.qmp, err = qmp.Dial(ctx, n, a, qmp.Options{Timeout: cfg.Timeout, OnEvent: d.qmpEvent}); err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
 	}
@@ -293,6 +294,29 @@ func (d *Driver) Resume() error {
 		return fmt.Errorf("qemu: resume: %w", err)
 	}
 	return nil
+}
+
+// qmpEvent counts resets: QEMU reports every reset (the guest's reboot,
+// system_reset) as a RESET event.
+func (d *Driver) qmpEvent(ev qmp.Event) {
+	if ev.Event == "RESET" {
+		d.resets.Add(1)
+	}
+}
+
+// Resets returns how many times the guest was reset since Open, after
+// reading the events QEMU has sent meanwhile. A reset reboots the guest:
+// its kernel comes back elsewhere (KASLR), and breakpoints set on the old
+// kernel's addresses sit on other code. It needs the QMP socket.
+func (d *Driver) Resets() (uint64, error) {
+	if d.qmp == nil {
+		return 0, fmt.Errorf("qemu: resets without QMP socket: %w", driver.ErrUnsupported)
+	}
+	// Events are read with command replies: a cheap command drains them.
+	if _, err := d.qmp.QueryStatus(); err != nil {
+		return d.resets.Load(), fmt.Errorf("qemu: %w", err)
+	}
+	return d.resets.Load(), nil
 }
 
 // Status returns QEMU's run state from QMP.

@@ -181,3 +181,25 @@ func trimBanner(b string) string {
 	}
 	return b
 }
+
+// Verify re-reads linux_banner at the slid address under the kernel root
+// and reports ErrKernelChanged when it no longer holds the banner read at
+// New: after a reboot, KASLR has moved the kernel (and its page tables), so
+// every address taken from this OS is stale. Memory is read without the
+// translation cache, so Verify may run concurrently with the other methods
+// when the underlying physical reader is safe for concurrent use.
+func (o *OS) Verify() error {
+	va, err := o.Symbol("linux_banner")
+	if err != nil {
+		return err
+	}
+	m := paging.Memory{Phys: o.mem.Phys, Mode: o.mode}
+	b, err := m.ReadCString(o.kroot, va, len(o.banner)+2)
+	if err != nil && !errors.Is(err, ErrTooLong) {
+		return fmt.Errorf("re-read banner at %v: %w: %w", va, ErrKernelChanged, err)
+	}
+	if got := trimBanner(b); got != o.banner {
+		return fmt.Errorf("banner at %v now %.60q: %w", va, got, ErrKernelChanged)
+	}
+	return nil
+}

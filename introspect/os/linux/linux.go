@@ -43,6 +43,9 @@ var (
 	ErrBadValue = errors.New("implausible guest value")
 	// ErrKernelNotFound: no candidate KASLR slide matched the banner.
 	ErrKernelNotFound = errors.New("kernel not found in guest memory")
+	// ErrKernelChanged: the kernel found at New no longer runs where it
+	// was found (the guest rebooted, or is rebooting).
+	ErrKernelChanged = errors.New("guest kernel changed")
 )
 
 // Bounds from the kernel's own limits.

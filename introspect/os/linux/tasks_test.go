@@ -86,3 +86,27 @@ func TestProcessesLongRing(t *testing.T) {
 		t.Fatalf("bounded: %d processes, %v", len(ps), err)
 	}
 }
+
+// TestVerify: the banner read at New is checked again; a reboot that moves
+// the kernel (here: the banner overwritten, then the kernel's page tables
+// wiped) is reported as ErrKernelChanged.
+func TestVerify(t *testing.T) {
+	w := newWorld(t, slide)
+	o := newOS(t, w)
+	if err := o.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	banner := introspect.Va(linuxtest.Symbols["linux_banner"] + slide)
+	w.g.PutBytes(banner, []byte("Linux version 6.1.0-99-cloud-amd64 (synthetic) #2"))
+	if err := o.Verify(); !errors.Is(err, linux.ErrKernelChanged) {
+		t.Fatalf("overwritten banner: %v", err)
+	}
+	w.g.PutBytes(banner, []byte(linuxtest.Banner+"\n\x00"))
+	if err := o.Verify(); err != nil {
+		t.Fatalf("banner restored: %v", err)
+	}
+	clear(w.g.RAM[w.g.KernelRoot : w.g.KernelRoot+introspect.PageSize])
+	if err := o.Verify(); !errors.Is(err, linux.ErrKernelChanged) {
+		t.Fatalf("page tables wiped: %v", err)
+	}
+}
