@@ -23,7 +23,7 @@ const (
 	ProbeCreate = "do_sys_openat2"
 	ProbeWrite  = "vfs_write"
 	ProbeStart  = "wake_up_new_task"
-	ProbeExit   = "do_exit"
+	ProbeExit   = "taskstats_exit"
 )
 
 var probeOf = map[collector.Kind]string{

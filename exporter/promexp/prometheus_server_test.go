@@ -42,7 +42,7 @@ func TestPrometheusServerScrapes(t *testing.T) {
 		`vmi_exporter_build_info{version="test"}`:                             1,
 		`vmi_guest_attach_attempts_total{domain="g1",result="failure"}`:       0,
 		`vmi_breakpoint_hits_total{domain="g1",probe="vfs_write"}`:            procs*writesPerProc + 1, // + the hit that failed to decode
-		`vmi_breakpoint_hits_total{domain="g1",probe="do_exit"}`:              procs,
+		`vmi_breakpoint_hits_total{domain="g1",probe="taskstats_exit"}`:       procs,
 		`vmi_page_ins_total{domain="g1"}`:                                     0,
 		`vmi_probe_errors_total{domain="g1",probe="vfs_write",reason="skip"}`: -1, // no series
 	}

@@ -89,7 +89,7 @@ func TestDebianKallsyms(t *testing.T) {
 			t.Errorf("%s = %#x, not in %s [%#x, +%#x)", sym, a, section, s, size)
 		}
 	}
-	for _, fn := range []string{"do_sys_openat2", "vfs_write", "ksys_write", "wake_up_new_task", "do_exit", "entry_SYSCALL_64", "_stext"} {
+	for _, fn := range []string{"do_sys_openat2", "vfs_write", "ksys_write", "wake_up_new_task", "do_exit", "taskstats_exit", "vfs_writev", "entry_SYSCALL_64", "_stext"} {
 		in(".text", fn)
 	}
 	in(".rodata", "linux_banner")
@@ -177,7 +177,7 @@ func checkLinuxProfile(t *testing.T, p *profile.Profile) {
 			t.Errorf("neither current_task nor pcpu_hot.current_task: %v", err)
 		}
 	}
-	for _, sym := range []string{"linux_banner", "init_task", "__per_cpu_offset", "do_sys_openat2", "vfs_write", "ksys_write", "wake_up_new_task", "do_exit", "entry_SYSCALL_64", "init_fs", "_text", "_etext", "init_top_pgt"} {
+	for _, sym := range []string{"linux_banner", "init_task", "__per_cpu_offset", "do_sys_openat2", "vfs_write", "ksys_write", "wake_up_new_task", "do_exit", "taskstats_exit", "vfs_writev", "entry_SYSCALL_64", "init_fs", "_text", "_etext", "init_top_pgt"} {
 		if _, err := p.Symbol(sym); err != nil {
 			t.Error(err)
 		}
