@@ -256,6 +256,24 @@ func copyMap(in map[string]int) map[string]int {
 	return out
 }
 
+// newCollector builds an in-process collector for the test guest with the
+// QEMU attacher, every probe, a recording sink and upMetrics; o supplies
+// the other options.
+func newCollector(t *testing.T, g *testguest.Guest, assets *testguest.Assets, o collector.Options) (*collector.Collector, *recordSink, *upMetrics) {
+	t.Helper()
+	sink := &recordSink{}
+	m := &upMetrics{errs: map[string]int{}}
+	o.Guests = []collector.GuestConfig{guestConfig(g, assets.Kernel, t.TempDir())}
+	o.Attachers = map[string]collector.Attacher{"qemu": &attach.QEMU{Log: testLog(t), Timeout: time.Minute}}
+	o.Enabled = collector.ProbeKinds()
+	o.Metrics, o.Sinks, o.Logger = m, []collector.Sink{sink}, testLog(t)
+	c, err := collector.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, sink, m
+}
+
 // poll calls cond until it returns true or the deadline passes.
 func poll(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -371,20 +389,7 @@ func TestQEMUEndToEnd(t *testing.T) {
 	g, assets := bootGuest(ctx, t, testguest.Options{})
 	before := snapshotCode(ctx, t, g, assets.Kernel)
 
-	sink := &recordSink{}
-	m := &upMetrics{errs: map[string]int{}}
-	c, err := collector.New(collector.Options{
-		Guests:    []collector.GuestConfig{guestConfig(g, assets.Kernel, t.TempDir())},
-		Attachers: map[string]collector.Attacher{"qemu": &attach.QEMU{Log: testLog(t), Timeout: time.Minute}},
-		Enabled:   collector.ProbeKinds(),
-		Metrics:   m,
-		Sinks:     []collector.Sink{sink},
-		Logger:    testLog(t),
-		Once:      true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sink, m := newCollector(t, g, assets, collector.Options{Once: true})
 	cctx, ccancel := context.WithCancel(ctx)
 	defer ccancel()
 	done := make(chan error, 1)
@@ -811,21 +816,10 @@ func TestGuestRebooted(t *testing.T) {
 	g, assets := bootGuest(ctx, t, testguest.Options{Dir: dir, Reboot: true, LoopIntervalMS: 20,
 		ExtraArgs: []string{"-qmp", "unix:" + ctl + ",server=on,wait=off"}})
 
-	sink := &recordSink{}
-	m := &upMetrics{errs: map[string]int{}}
-	c, err := collector.New(collector.Options{
-		Guests:         []collector.GuestConfig{guestConfig(g, assets.Kernel, t.TempDir())},
-		Attachers:      map[string]collector.Attacher{"qemu": &attach.QEMU{Log: testLog(t), Timeout: time.Minute}},
-		Enabled:        collector.ProbeKinds(),
-		Metrics:        m,
-		Sinks:          []collector.Sink{sink},
-		Logger:         testLog(t),
+	c, sink, m := newCollector(t, g, assets, collector.Options{
 		Backoff:        collector.Backoff{Initial: 200 * time.Millisecond, Max: time.Second},
 		VerifyInterval: 300 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cctx, ccancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(cctx) }()
