@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -154,12 +155,16 @@ func TestViewsInterleavings(t *testing.T) {
 	}
 }
 
+// latencySeeds sets how many seeds TestViewsEventLatency runs.
+var latencySeeds = flag.Int("latency.seeds", 100, "seeds for TestViewsEventLatency")
+
 // TestViewsEventLatency lets other vCPUs run while an event waits in the
 // ring and between a response and the step it asks for. The guest must
-// stay safe; exactly-once delivery is not guaranteed there (see below).
+// stay safe and no hit may be delivered twice; a call can still be missed
+// (see below).
 func TestViewsEventLatency(t *testing.T) {
 	missed, extra, calls := 0, 0, 0
-	for seed := 1; seed <= 100; seed++ {
+	for seed := 1; seed <= *latencySeeds; seed++ {
 		w := newWorld(t, 3, uint64(seed), 0.4)
 		s := w.gen(rand.New(rand.NewPCG(uint64(seed), 9)), 60)
 		w.load(t, s)
@@ -181,21 +186,35 @@ func TestViewsEventLatency(t *testing.T) {
 		want := w.expectedHits()
 		for v := range want {
 			calls += len(want[v])
-			d := len(want[v]) - len(rec.hits[v])
-			if d > 0 {
-				missed += d
-			} else {
-				extra -= d
-			}
+			m, x := countDiff(rec.hits[v], want[v])
+			missed += m
+			extra += x
 		}
 	}
-	// Both windows are real on hardware, where they are far narrower than
-	// under this adversarial scheduler: a hit is delivered again when
-	// another vCPU pages the hooked page out between the hit and the
-	// vCPU's step over it (the step faults and the call is retried), and a
-	// call is missed when a vCPU executes a freshly paged-in hooked page
-	// before the page-in's single-step event is handled.
+	// A call is missed when a vCPU executes a freshly paged-in hooked page
+	// before the page-in's single-step event is handled; on hardware this
+	// window is far narrower than under this adversarial scheduler.
 	t.Logf("with event latency: %d hook calls, %d hits missed, %d delivered twice", calls, missed, extra)
+}
+
+// countDiff counts, per hit, how many times got has it fewer (missed) and
+// more (extra) than want.
+func countDiff(got, want []string) (missed, extra int) {
+	n := map[string]int{}
+	for _, h := range want {
+		n[h]++
+	}
+	for _, h := range got {
+		n[h]--
+	}
+	for _, d := range n {
+		if d > 0 {
+			missed += d
+		} else {
+			extra -= d
+		}
+	}
+	return missed, extra
 }
 
 // TestViewsFaultInjection fails, one at a time, each driver call at
