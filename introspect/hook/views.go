@@ -92,6 +92,13 @@ type vcpuState struct {
 	retryKey bpm.Key
 	retryIdx int
 	retryRSP uint64
+
+	// While stepping: the trapped write is (storeGVA) a store to
+	// storeVA, or the page-table update for one.
+	storeVA   introspect.Va
+	storeRoot introspect.Pa
+	storeMode paging.Mode
+	storeGVA  bool
 }
 
 // Views is the Engine for hypervisors with alternate views (Xen altp2m,
@@ -331,20 +338,22 @@ func (v *Views) memoryAccess(ev *driver.Event, h Handler) driver.Response {
 		st := v.state(ev.VCPU)
 		if v.ptm.MarkDirty(ev.GPA, ev.View, ev.VCPU) {
 			v.c.pteWrites.Add(1)
-			// A trap on a table entry may be the CPU setting Dirty for a
-			// store to GVA; the store runs unseen in the default view, so
-			// a shadow of GVA's frame must be refreshed after it.
-			if ev.GVA != 0 && v.bpm.Shadows() > 0 {
-				if pa, err := paging.Translate(v.drv, introspect.Pa(ev.Regs.TranslationRoot()), ev.GVA, v.mode(ev)); err == nil {
-					if _, ok := v.bpm.Shadow(ev.View, pa.Gfn()); ok {
-						st.written, st.wrote = pa.Gfn(), true
-					}
-				}
+			// A trap on a table entry may be the CPU setting Accessed or
+			// Dirty for a store to GVA; the store runs unseen in the
+			// default view, so a shadow of GVA's frame must be refreshed
+			// after it. GVA is translated at the single-step, after the
+			// store: now its page may not be present yet, or another
+			// vCPU's page-in may shadow its frame before the store runs.
+			if ev.GVA != 0 && len(v.hooks) > 0 {
+				st.storeVA, st.storeRoot, st.storeMode, st.storeGVA = ev.GVA, introspect.Pa(ev.Regs.TranslationRoot()), v.mode(ev), true
 			}
 		} else {
 			v.c.otherWrites.Add(1)
-			if _, ok := v.bpm.Shadow(ev.View, ev.GPA.Gfn()); ok {
-				st.written, st.wrote = ev.GPA.Gfn(), true
+			st.written, st.wrote = ev.GPA.Gfn(), true
+			// The store may land elsewhere if another vCPU moves the page
+			// before it runs: GVA is translated again at the single-step.
+			if ev.GVA != 0 {
+				st.storeVA, st.storeRoot, st.storeMode, st.storeGVA = ev.GVA, introspect.Pa(ev.Regs.TranslationRoot()), v.mode(ev), true
 			}
 		}
 		st.stepping = true
@@ -509,21 +518,35 @@ func (v *Views) singleStep(ev *driver.Event, h Handler) driver.Response {
 		}
 	}
 	if st.wrote {
-		st.wrote = false
-		v.c.resyncs.Add(1)
-		if err := v.bpm.Resync(v.view, st.written); err != nil {
-			// A stale shadow would show the guest old code: retry, and
-			// failing that give the frame back to the guest.
-			v.c.errors.Add(1)
-			if err2 := v.bpm.Resync(v.view, st.written); err2 != nil {
-				v.log.Warn("resync shadow; evicting its breakpoints", "gfn", st.written, "err", errors.Join(err, err2))
-				if err := v.bpm.Evict(v.view, st.written); err != nil {
-					v.log.Warn("evict shadow", "gfn", st.written, "err", err)
-				}
+		v.resync(st.written)
+	}
+	if st.storeGVA {
+		st.storeGVA = false
+		if pa, err := paging.Translate(v.drv, st.storeRoot, st.storeVA, st.storeMode); err == nil && (!st.wrote || pa.Gfn() != st.written) {
+			v.resync(pa.Gfn())
+		}
+	}
+	st.wrote = false
+	return driver.Response{ToggleSingleStep: true, SetView: true, View: v.view}
+}
+
+// resync refreshes the shadow of gfn, if it has one, after a store to gfn.
+func (v *Views) resync(gfn introspect.Gfn) {
+	if _, ok := v.bpm.Shadow(v.view, gfn); !ok {
+		return
+	}
+	v.c.resyncs.Add(1)
+	if err := v.bpm.Resync(v.view, gfn); err != nil {
+		// A stale shadow would show the guest old code: retry, and
+		// failing that give the frame back to the guest.
+		v.c.errors.Add(1)
+		if err2 := v.bpm.Resync(v.view, gfn); err2 != nil {
+			v.log.Warn("resync shadow; evicting its breakpoints", "gfn", gfn, "err", errors.Join(err, err2))
+			if err := v.bpm.Evict(v.view, gfn); err != nil {
+				v.log.Warn("evict shadow", "gfn", gfn, "err", err)
 			}
 		}
 	}
-	return driver.Response{ToggleSingleStep: true, SetView: true, View: v.view}
 }
 
 // Close moves every vCPU back to the default view, removes every
