@@ -70,6 +70,13 @@ type ViewsStats struct {
 	Unreadable         uint64
 	// Unexpected: events the engine did not cause (answered harmlessly).
 	Unexpected uint64
+	// HeldStores: page-table stores made to retry because another vCPU's
+	// step at a hook, whose walk reads that entry, had not run yet;
+	// HeldHits: hits (and traps or stale INT3s at a hook) made to retry
+	// because another vCPU's store to an entry of the hook's walk was
+	// being stepped (see Views).
+	HeldStores uint64
+	HeldHits   uint64
 	// Errors: failures of the engine's own bookkeeping (arming a page-in,
 	// reading an entry); the guest stays safe, a hook may miss hits.
 	Errors uint64
@@ -77,7 +84,8 @@ type ViewsStats struct {
 
 type viewsCounters struct {
 	events, hits, hitsAtWrite, readsHidden, pteWrites, otherWrites, resyncs, singleSteps,
-	pageIns, pageOuts, reinjected, stale, pfInjected, handlerErrors, unreadable, unexpected, errors atomic.Uint64
+	pageIns, pageOuts, reinjected, stale, pfInjected, handlerErrors, unreadable, unexpected, errors,
+	heldStores, heldHits atomic.Uint64
 }
 
 type vcpuState struct {
@@ -93,13 +101,29 @@ type vcpuState struct {
 	retryIdx int
 	retryRSP uint64
 
-	// While stepping: the trapped write is (storeGVA) a store to
-	// storeVA, or the page-table update for one.
+	// A hit was answered with a step over the hooked instruction at flyVA
+	// (under flyRoot), and no event of the vCPU has come since: the step
+	// may not have run yet.
+	flying  bool
+	flyVA   introspect.Va
+	flyRoot introspect.Pa
+	flyMode paging.Mode
+	// While stepping: the store of the trapped write goes to storeAt, and
+	// is (storeGVA) the page-table update for a store to storeVA.
+	storeAt   introspect.Pa
 	storeVA   introspect.Va
 	storeRoot introspect.Pa
 	storeMode paging.Mode
 	storeGVA  bool
+	// Consecutive retries of this vCPU's event by holdStore or holdHit.
+	holds int
 }
+
+// maxHolds bounds how many times in a row one vCPU's event is retried to
+// wait for another vCPU's step. A step takes microseconds on hardware and
+// a retry an event round trip, so this is only reached if the other vCPU
+// is not scheduled; the hit may then be delivered twice, as without holds.
+const maxHolds = 256
 
 // Views is the Engine for hypervisors with alternate views (Xen altp2m,
 // the sim model). It answers events as the seed's monitor does:
@@ -125,11 +149,34 @@ type vcpuState struct {
 // the retry (same vCPU, address and stack pointer) resumes at that hook, so
 // the earlier ones see the hit once.
 //
-// Known limits: between
-// a hit and the vCPU's step over it, or between a page-table store and its
-// single-step event, another vCPU can page the hooked page out or run it
-// before it is re-armed; on hardware these windows last microseconds, and
-// the model's Latency option measures them (see TestViewsEventLatency).
+// Exactly once across vCPUs: if another vCPU paged the hooked page out
+// between a hit and the step over it, the step would fault, the guest
+// would page the page in and re-execute the hooked instruction, and the
+// hit would be delivered again; if another vCPU paged it in before a step
+// that runs it unarmed, the call would be missed. So a step that runs a
+// hooked instruction in the default view (after a hit, or at a trap or
+// stale INT3 at a hook) and a store to an entry of that hook's walk are
+// kept apart, by retrying (a zero response: the vCPU re-executes the
+// instruction and traps again) whichever event comes second:
+//
+//   - a write trap on an entry of the walk of another vCPU's pending step
+//     is retried while that vCPU's registers (read while it runs) still
+//     show RIP at the hook under the same root, i.e. until its step has
+//     run (or it stopped at the hook again, with an event yet to handle);
+//   - a hit, or a trap or stale INT3 at a hook, is retried while another
+//     vCPU's trapped store to an entry of the hook's walk is being
+//     single-stepped.
+//
+// Neither drops a hit: a retried hit comes back and is delivered then,
+// or, if the store paged the page out, after the guest pages it in. After
+// maxHolds retries in a row the event goes through as without holds.
+// With Latency 0 the model steps promptly and nothing is held.
+//
+// Known limit: a vCPU whose walk does not trap (Accessed bits already
+// set) can still run a hooked page that another vCPU has just paged in,
+// before the page-in's single-step event re-arms it, and the call is
+// missed; on hardware this window lasts microseconds, and the model's
+// Latency option measures it (see TestViewsEventLatency).
 type Views struct {
 	drv  ViewsDriver
 	inj  driver.Injector
@@ -263,6 +310,7 @@ func (v *Views) Stats() ViewsStats {
 		PageOuts: c.pageOuts.Load(), Reinjected: c.reinjected.Load(), Stale: c.stale.Load(),
 		PageFaultsInjected: c.pfInjected.Load(), HandlerErrors: c.handlerErrors.Load(),
 		Unreadable: c.unreadable.Load(), Unexpected: c.unexpected.Load(), Errors: c.errors.Load(),
+		HeldStores: c.heldStores.Load(), HeldHits: c.heldHits.Load(),
 	}
 }
 
@@ -301,6 +349,8 @@ func (v *Views) handle(ev *driver.Event, h Handler) driver.Response {
 	if v.opts.OnEvent != nil {
 		v.opts.OnEvent()
 	}
+	// Whatever the event, a step this vCPU had pending is over.
+	v.state(ev.VCPU).flying = false
 	switch ev.Reason {
 	case driver.ReasonMemoryAccess:
 		return v.memoryAccess(ev, h)
@@ -323,19 +373,32 @@ func (v *Views) state(c introspect.VCPU) *vcpuState {
 func (v *Views) memoryAccess(ev *driver.Event, h Handler) driver.Response {
 	switch {
 	case ev.Access.Has(introspect.AccessW):
+		if v.holdStore(ev) {
+			return driver.Response{}
+		}
 		// A write trap with RIP at an armed hook is the CPU setting the
 		// Accessed bit of the hooked page's walk before it fetches the
 		// INT3. The instruction runs in the default view next, where no
 		// INT3 is, so the hit is delivered now.
+		//
+		// Armed or not, the step below runs the hooked instruction in
+		// the default view: it is kept apart from stores to its walk.
 		if ev.View == v.view {
-			if b, gfn, ok := v.lookup(ev); ok && b.Armed && gfn == b.Gfn {
-				v.c.hitsAtWrite.Add(1)
-				if !v.deliver(ev, b, h) {
-					return driver.Response{} // #PF injected: the vCPU retries
+			if b, gfn, ok := v.lookup(ev); b != nil {
+				if v.holdHit(ev, b.VA) {
+					return driver.Response{}
 				}
+				if ok && b.Armed && gfn == b.Gfn {
+					v.c.hitsAtWrite.Add(1)
+					if !v.deliver(ev, b, h) {
+						return driver.Response{} // #PF injected: the vCPU retries
+					}
+				}
+				v.fly(ev, b.VA)
 			}
 		}
 		st := v.state(ev.VCPU)
+		st.storeAt = ev.GPA &^ 7
 		if v.ptm.MarkDirty(ev.GPA, ev.View, ev.VCPU) {
 			v.c.pteWrites.Add(1)
 			// A trap on a table entry may be the CPU setting Accessed or
@@ -420,9 +483,13 @@ func (v *Views) interrupt(ev *driver.Event, h Handler) driver.Response {
 	}
 	guests := own[0] == bpm.INT3
 	if b != nil && b.Armed && (pa.Gfn() == b.Gfn || !guests) {
+		if v.holdHit(ev, va) {
+			return driver.Response{}
+		}
 		if !v.deliver(ev, b, h) {
 			return driver.Response{}
 		}
+		v.fly(ev, va)
 		// A guest INT3 at the same address shows up again in the default
 		// view and is reinjected then.
 		return stepDefault
@@ -432,9 +499,104 @@ func (v *Views) interrupt(ev *driver.Event, h Handler) driver.Response {
 		h.Notice(Notice{Kind: NoticeReinjected, VCPU: ev.VCPU, Addr: va})
 		return driver.Response{ReinjectInterrupt: true}
 	}
+	if b != nil {
+		// Our INT3 was still in the view when the vCPU fetched it, but
+		// the page is not armed any more: another vCPU's store is paging
+		// it out or in. Retry until that is done, so that the step below
+		// cannot run the page in between.
+		if v.holdHit(ev, va) {
+			return driver.Response{}
+		}
+		v.fly(ev, va)
+	}
 	v.c.stale.Add(1)
 	h.Notice(Notice{Kind: NoticeStaleBreakpoint, VCPU: ev.VCPU, Addr: va})
 	return stepDefault
+}
+
+// fly records that the vCPU of ev was answered with a step over the hook
+// at va.
+func (v *Views) fly(ev *driver.Event, va introspect.Va) {
+	st := v.state(ev.VCPU)
+	st.flying, st.flyVA, st.flyRoot, st.flyMode = true, va, introspect.Pa(ev.Regs.TranslationRoot()), v.mode(ev)
+}
+
+// onWalk reports whether the entry at epa is read by the walk of va under
+// root. A walk that stops early still lists the entries it read.
+func (v *Views) onWalk(epa introspect.Pa, root introspect.Pa, va introspect.Va, mode paging.Mode) bool {
+	w, _ := paging.WalkVA(v.drv, root, va, mode)
+	for _, s := range w.Steps[:w.N] {
+		if s.EntryPA == epa {
+			return true
+		}
+	}
+	return false
+}
+
+// hold counts a retry of the event of st's vCPU, up to maxHolds in a row.
+func (v *Views) hold(st *vcpuState) bool {
+	if st.holds >= maxHolds {
+		st.holds = 0
+		v.log.Debug("another vCPU's step or store did not complete; letting the event through")
+		return false
+	}
+	st.holds++
+	return true
+}
+
+// holdStore reports whether the write trap ev, on an entry of the walk of
+// another vCPU's pending step over a hook, must wait for that step: had
+// the store paged the hook out, the step would fault and the call would
+// be re-executed and delivered again.
+func (v *Views) holdStore(ev *driver.Event) bool {
+	st := v.state(ev.VCPU)
+	epa := ev.GPA &^ 7
+	for i := range v.vcpus {
+		x := &v.vcpus[i]
+		if !x.flying || introspect.VCPU(i) == ev.VCPU || !v.onWalk(epa, x.flyRoot, x.flyVA, x.flyMode) {
+			continue
+		}
+		// Reading the registers of a running vCPU pauses it briefly on
+		// Xen; the model reads them at once.
+		regs, err := v.drv.Registers(introspect.VCPU(i))
+		if err != nil {
+			v.c.errors.Add(1)
+			v.log.Warn("read registers of a stepping vCPU", "vcpu", i, "err", err)
+			continue
+		}
+		if introspect.Va(regs.RIP) != x.flyVA || introspect.Pa(regs.TranslationRoot()) != x.flyRoot {
+			x.flying = false // its step has run
+			continue
+		}
+		if v.hold(st) {
+			v.c.heldStores.Add(1)
+			return true
+		}
+		x.flying = false
+	}
+	st.holds = 0
+	return false
+}
+
+// holdHit reports whether the hit of ev at va must wait because another
+// vCPU's trapped store to an entry of va's walk is being stepped: the
+// store may page the hook out before this vCPU's step over it.
+func (v *Views) holdHit(ev *driver.Event, va introspect.Va) bool {
+	st := v.state(ev.VCPU)
+	root := introspect.Pa(ev.Regs.TranslationRoot())
+	for i := range v.vcpus {
+		w := &v.vcpus[i]
+		if !w.stepping || introspect.VCPU(i) == ev.VCPU || !v.onWalk(w.storeAt, root, va, v.mode(ev)) {
+			continue
+		}
+		if v.hold(st) {
+			v.c.heldHits.Add(1)
+			return true
+		}
+		break
+	}
+	st.holds = 0
+	return false
 }
 
 // deliver hands the hit to every hook of b. It reports false when it
