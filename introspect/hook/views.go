@@ -160,16 +160,17 @@ const maxHolds = 256
 // instruction and traps again) whichever event comes second:
 //
 //   - a write trap on an entry of the walk of another vCPU's pending step
-//     is retried while that vCPU's registers (read while it runs) still
-//     show RIP at the hook under the same root, i.e. until its step has
-//     run (or it stopped at the hook again, with an event yet to handle);
+//     is retried while that vCPU's registers still show RIP at the hook
+//     under the same root, i.e. until its step has run (or it stopped at
+//     the hook again, with an event yet to handle); this reads a running
+//     vCPU's registers, which Xen does by pausing it for the read;
 //   - a hit, or a trap or stale INT3 at a hook, is retried while another
 //     vCPU's trapped store to an entry of the hook's walk is being
 //     single-stepped.
 //
 // Neither drops a hit: a retried hit comes back and is delivered then,
 // or, if the store paged the page out, after the guest pages it in. After
-// maxHolds retries in a row the event goes through as without holds.
+// 256 retries in a row (maxHolds) the event goes through as without holds.
 // With Latency 0 the model steps promptly and nothing is held.
 //
 // Known limit: a vCPU whose walk does not trap (Accessed bits already
