@@ -101,15 +101,15 @@ type vcpuState struct {
 	retryIdx int
 	retryRSP uint64
 
-	// A hit was answered with a step over the hooked instruction at flyVA
-	// (under flyRoot), and no event of the vCPU has come since: the step
-	// may not have run yet.
+	// The vCPU was answered with a step that runs the hooked instruction
+	// at flyVA (under flyRoot) in the default view, and no event of it has
+	// come since: the step may not have run yet.
 	flying  bool
 	flyVA   introspect.Va
 	flyRoot introspect.Pa
 	flyMode paging.Mode
-	// While stepping: the store of the trapped write goes to storeAt, and
-	// is (storeGVA) the page-table update for a store to storeVA.
+	// While stepping: the trapped write goes to storeAt; storeGVA: it is a
+	// store to storeVA, or the Accessed/Dirty update for an access to it.
 	storeAt   introspect.Pa
 	storeVA   introspect.Va
 	storeRoot introspect.Pa
