@@ -3,9 +3,10 @@
 # with Go already on PATH: Debian 12's QEMU 7.2 (it answers breakpoint stops
 # about 1.5x faster than 10.0 from bookworm-backports: scripts/bench-qemu-hits.sh,
 # introspect/driver/qemu/README.md), busybox and cpio for the test guest,
-# Prometheus for promtool and the scrape tests, and libxen-dev to build the
-# Xen driver. bookworm-backports is configured for the tests that also read
-# its newer kernel. Idempotent: it does nothing when everything is present.
+# Prometheus for promtool and the scrape tests, libxen-dev to build the
+# Xen driver, and gcc for cgo (the Xen driver, the race detector).
+# bookworm-backports is configured for the tests that also read its newer
+# kernel. Idempotent: it does nothing when everything is present.
 set -euo pipefail
 
 # qemu72 reports whether bookworm's QEMU 7.2 is the installed one.
@@ -18,7 +19,7 @@ qemu72() {
 
 need=()
 qemu72 || need+=(qemu)
-for p in busybox-static cpio lz4 xz-utils prometheus libxen-dev; do
+for p in busybox-static cpio lz4 xz-utils prometheus libxen-dev gcc libc6-dev; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -47,4 +48,4 @@ if ! qemu72; then
 	fi
 	$SUDO apt-get install -y -q --no-install-recommends qemu-system-x86
 fi
-$SUDO apt-get install -y -q busybox-static cpio lz4 xz-utils prometheus libxen-dev
+$SUDO apt-get install -y -q busybox-static cpio lz4 xz-utils prometheus libxen-dev gcc libc6-dev
