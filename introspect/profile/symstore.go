@@ -63,12 +63,9 @@ type CodeView struct {
 }
 
 // GUIDString renders the GUID as symbol servers do: the first three fields
-// as little-endian integers, then the last eight bytes, in upper-case hex.
-func (c CodeView) GUIDString() string {
-	g := c.GUID
-	return fmt.Sprintf("%02X%02X%02X%02X%02X%02X%02X%02X%X",
-		g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6], g[8:16])
-}
+// as little-endian integers, then the last eight bytes, in upper-case hex
+// (the PDB's own info stream stores it the same way).
+func (c CodeView) GUIDString() string { return pdb.Info{GUID: c.GUID}.GUIDString() }
 
 // Info returns the record as a PDBInfo.
 func (c CodeView) Info() PDBInfo {
