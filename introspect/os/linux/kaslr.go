@@ -79,11 +79,9 @@ func (o *OS) locate(m Memory, forced introspect.Pa) error {
 		}
 		o.slide, o.kroot, o.mode = slide, rc.root, rc.mode
 		o.useInitMM()
-		b, err := o.mem.ReadCString(o.kroot, introspect.Va(bannerLink+slide), 512)
-		if err != nil && !errors.Is(err, ErrTooLong) {
+		if o.banner, err = o.readBanner(o.mem, introspect.Va(bannerLink+slide)); err != nil {
 			return fmt.Errorf("read banner: %w", err)
 		}
-		o.banner = trimBanner(b)
 		o.log.Debug("kernel found", "slide", fmt.Sprintf("%#x", slide), "root", o.kroot, "from", rc.from)
 		return nil
 	}
@@ -175,6 +173,16 @@ func (o *OS) useInitMM() {
 	o.kroot = pa
 }
 
+// readBanner reads the banner string at va under the kernel root, cut at
+// 512 bytes, without its trailing newline.
+func (o *OS) readBanner(m *paging.Memory, va introspect.Va) (string, error) {
+	b, err := m.ReadCString(o.kroot, va, 512)
+	if err != nil && !errors.Is(err, ErrTooLong) {
+		return "", err
+	}
+	return trimBanner(b), nil
+}
+
 func trimBanner(b string) string {
 	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == 0) {
 		b = b[:len(b)-1]
@@ -193,12 +201,11 @@ func (o *OS) Verify() error {
 	if err != nil {
 		return err
 	}
-	m := paging.Memory{Phys: o.mem.Phys, Mode: o.mode}
-	b, err := m.ReadCString(o.kroot, va, len(o.banner)+2)
-	if err != nil && !errors.Is(err, ErrTooLong) {
+	got, err := o.readBanner(&paging.Memory{Phys: o.mem.Phys, Mode: o.mode}, va)
+	if err != nil {
 		return fmt.Errorf("re-read banner at %v: %w: %w", va, ErrKernelChanged, err)
 	}
-	if got := trimBanner(b); got != o.banner {
+	if got != o.banner {
 		return fmt.Errorf("banner at %v now %.60q: %w", va, got, ErrKernelChanged)
 	}
 	return nil
