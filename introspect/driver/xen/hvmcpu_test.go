@@ -3,8 +3,6 @@ package xen
 import (
 	"errors"
 	"testing"
-
-	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 )
 
 func saveRecord(code, inst uint16, payload []byte) []byte {
@@ -52,20 +50,7 @@ func TestFindSaveRecord(t *testing.T) {
 }
 
 func TestHVMCPURoundTrip(t *testing.T) {
-	regs := amd64.Registers{
-		RAX: 1, RBX: 2, RCX: 3, RDX: 4, RSI: 5, RDI: 6, RBP: 7, RSP: 8,
-		R8: 9, R9: 10, R10: 11, R11: 12, R12: 13, R13: 14, R14: 15, R15: 16,
-		RIP: 0xfffff80012345678, RFLAGS: 0x246,
-		CS:     amd64.Segment{Selector: 0x10, Limit: 0xffffffff, Attr: 0xa09b},
-		SS:     amd64.Segment{Selector: 0x18, Limit: 0xffffffff, Attr: 0xc093},
-		DS:     amd64.Segment{Selector: 0x2b, Limit: 0xffffffff, Attr: 0xc0f3},
-		ES:     amd64.Segment{Selector: 0x2b, Limit: 0xffffffff, Attr: 0xc0f3},
-		FS:     amd64.Segment{Selector: 0x53, Base: 0x7ff000, Limit: 0x3c00, Attr: 0x40f3},
-		GS:     amd64.Segment{Selector: 0x2b, Base: 0xfffff80000ab0000, Limit: 0xffffffff, Attr: 0xc0f3},
-		FSBase: 0x7ff000, GSBase: 0xfffff80000ab0000, KernelGSBase: 0x7ffe0000,
-		CR0: 0x80050033, CR2: 0x1234, CR3: 0x1aa000, CR4: 0x350ef8,
-		EFER: 0xd01, LSTAR: 0xfffff80000400000, SysenterEIP: 0xabc,
-	}
+	regs := sampleRegs()
 	rec := make([]byte, hvmCPUSize)
 	for i := range rec {
 		rec[i] = 0xa5 // fields we do not own must survive

@@ -315,8 +315,10 @@ func TestDecodeRequestVersion(t *testing.T) {
 	}
 }
 
-func TestRegistersRoundTrip(t *testing.T) {
-	regs := amd64.Registers{
+// sampleRegs is a vCPU state with every field the Xen encodings carry set
+// to a distinct, plausible value, for round trips.
+func sampleRegs() amd64.Registers {
+	return amd64.Registers{
 		RAX: 1, RBX: 2, RCX: 3, RDX: 4, RSI: 5, RDI: 6, RBP: 7, RSP: 8,
 		R8: 9, R9: 10, R10: 11, R11: 12, R12: 13, R13: 14, R14: 15, R15: 16,
 		RIP: 0xfffff80012345678, RFLAGS: 0x246,
@@ -330,6 +332,10 @@ func TestRegistersRoundTrip(t *testing.T) {
 		CR0: 0x80050033, CR2: 0x1234, CR3: 0x1aa000, CR4: 0x350ef8,
 		EFER: 0xd01, LSTAR: 0xfffff80000400000, SysenterEIP: 0xabc,
 	}
+}
+
+func TestRegistersRoundTrip(t *testing.T) {
+	regs := sampleRegs()
 	q := Request{Flags: FlagVCPUPaused, Reason: ReasonSoftwareBreakpoint, VCPU: 2, DR6: 0xffff0ff0, DR7: 0x400, STAR: 0x23001000000000, GDTRBase: 0xfffff80000c00000, GDTRLimit: 0x57}
 	w, err := BuildResponse(&q, driver.Response{Registers: &regs})
 	if err != nil {
