@@ -63,19 +63,7 @@ func TestViewsScenario(t *testing.T) {
 		call(f1, false, 8), // faults A's table back in, then hits
 		sim.Int3(rt),
 	}}}
-	w.load(t, s)
-	rec := newHitLog(w)
-	e, err := w.attach(rec, ViewsOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := runToIdle(e, rec); err != nil {
-		t.Fatal(err)
-	}
-	st := e.Stats()
-	if err := e.Close(); err != nil {
-		t.Fatal(err)
-	}
+	rec, st := w.run(t, s, "scenario")
 	w.check(t, s, rec, true)
 	want := [][]string{{
 		"0xfffff80000000100/f0", "0xfffff80000000800/f1", "0xfffff80000000800/f1b",
@@ -116,19 +104,7 @@ func TestViewsInterleavings(t *testing.T) {
 		vcpus := 1 + seed%3
 		w := newWorld(t, vcpus, uint64(seed), 0)
 		s := w.gen(rand.New(rand.NewPCG(uint64(seed), 7)), 60)
-		w.load(t, s)
-		rec := newHitLog(w)
-		e, err := w.attach(rec, ViewsOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := runToIdle(e, rec); err != nil {
-			t.Fatalf("seed %d: %v", seed, err)
-		}
-		st := e.Stats()
-		if err := e.Close(); err != nil {
-			t.Fatalf("seed %d: close: %v", seed, err)
-		}
+		rec, st := w.run(t, s, fmt.Sprintf("seed %d", seed))
 		w.check(t, s, rec, true)
 		if t.Failed() {
 			t.Fatalf("seed %d (vcpus %d) failed; stats %+v", seed, vcpus, st)
@@ -174,21 +150,9 @@ func TestViewsEventLatency(t *testing.T) {
 	for seed := 1; seed <= *latencySeeds; seed++ {
 		w := newWorld(t, 3, uint64(seed), 0.4)
 		s := w.gen(rand.New(rand.NewPCG(uint64(seed), 9)), 60)
-		w.load(t, s)
-		rec := newHitLog(w)
-		e, err := w.attach(rec, ViewsOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := runToIdle(e, rec); err != nil {
-			t.Fatalf("seed %d: %v", seed, err)
-		}
-		st := e.Stats()
+		rec, st := w.run(t, s, fmt.Sprintf("seed %d", seed))
 		held.HeldStores += st.HeldStores
 		held.HeldHits += st.HeldHits
-		if err := e.Close(); err != nil {
-			t.Fatalf("seed %d: close: %v", seed, err)
-		}
 		w.check(t, s, rec, false)
 		if t.Failed() {
 			t.Fatalf("seed %d failed", seed)

@@ -321,6 +321,27 @@ func (w *world) attach(rec *hitLog, opts ViewsOptions) (*Views, error) {
 	return e, nil
 }
 
+// run loads s, attaches an engine that logs its hits, runs the guest until
+// it has nothing left to do and closes the engine. It returns the log and
+// the engine's counters; what names the run in failure messages.
+func (w *world) run(t *testing.T, s *script, what string) (*hitLog, ViewsStats) {
+	t.Helper()
+	w.load(t, s)
+	rec := newHitLog(w)
+	e, err := w.attach(rec, ViewsOptions{})
+	if err != nil {
+		t.Fatalf("%s: attach: %v", what, err)
+	}
+	if err := runToIdle(e, rec); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	st := e.Stats()
+	if err := e.Close(); err != nil {
+		t.Fatalf("%s: close: %v", what, err)
+	}
+	return rec, st
+}
+
 // runToIdle runs the engine until the guest has nothing left to do.
 func runToIdle(e *Views, h Handler) error {
 	err := e.Run(context.Background(), h)
