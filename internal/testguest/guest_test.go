@@ -12,19 +12,28 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 )
 
-// TestGuestIntegration prepares the guest with apt, boots it under QEMU and
-// checks the workload's manifest, the loop mode and shutdown.
-func TestGuestIntegration(t *testing.T) {
+// prepared skips under -short, else returns a context that ends with the
+// test (10 minutes at most), a logger to the test's output, and the
+// prepared guest assets.
+func prepared(t *testing.T) (context.Context, *slog.Logger, *Assets) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("boots QEMU; run without -short")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
 	a, err := Prepare(ctx, "", log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx, log, a
+}
+
+// TestGuestIntegration prepares the guest with apt, boots it under QEMU and
+// checks the workload's manifest, the loop mode and shutdown.
+func TestGuestIntegration(t *testing.T) {
+	ctx, log, a := prepared(t)
 	// A second Prepare reuses everything.
 	b, err := Prepare(ctx, "", log)
 	if err != nil {
@@ -130,16 +139,7 @@ func TestGuestIntegration(t *testing.T) {
 // TestGuestKill checks that Kill ends QEMU at once (crash tests use it) and
 // that Run then fails instead of hanging.
 func TestGuestKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; run without -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	a, err := Prepare(ctx, "", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, log, a := prepared(t)
 	g, err := Boot(ctx, a, Options{Log: log, CPUs: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -159,22 +159,13 @@ func TestGuestKill(t *testing.T) {
 // into the cache beside the installed QEMU, as the breakpoint-rate
 // comparison does.
 func TestGuestQEMUBookworm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; run without -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	ctx, log, a := prepared(t)
 	q, err := PrepareQEMU(ctx, "", QEMUBookworm, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(q.Version, "1:7.2") {
 		t.Errorf("bookworm QEMU version %s, want 1:7.2*", q.Version)
-	}
-	a, err := Prepare(ctx, "", log)
-	if err != nil {
-		t.Fatal(err)
 	}
 	g, err := Boot(ctx, a, q.Options(Options{Log: log}))
 	if err != nil {
