@@ -29,6 +29,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/internal/tagref"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 )
 
@@ -59,22 +60,22 @@ type Breakpoint struct {
 	Key
 	// Global breakpoints match a hit in any address space.
 	Global bool
-	// Tags lists the distinct tags of the insertions, in insertion order.
-	Tags []string
 	// Armed is true while the INT3 is in place; Gfn is then the frame.
 	Armed bool
 	Gfn   introspect.Gfn
 
-	tags map[string]int
-	refs int
+	refs tagref.Counts
 }
+
+// Tags lists the distinct tags of the insertions, in insertion order.
+func (b *Breakpoint) Tags() []string { return b.refs.Tags() }
 
 // Tag returns the first tag, or "".
 func (b *Breakpoint) Tag() string {
-	if len(b.Tags) == 0 {
-		return ""
+	if tags := b.refs.Tags(); len(tags) > 0 {
+		return tags[0]
 	}
-	return b.Tags[0]
+	return ""
 }
 
 type pageKey struct {
@@ -141,18 +142,15 @@ func pageOf(k Key) Key { return Key{VA: k.VA.PageBase(), Root: k.Root, View: k.V
 // pending (armed reports false, err is nil). On error nothing changes.
 func (m *Manager) Insert(k Key, global bool, tag string) (b *Breakpoint, err error) {
 	if b = m.bps[k]; b != nil {
-		b.refs++
-		if b.tags[tag] == 0 {
-			b.Tags = append(b.Tags, tag)
-		}
-		b.tags[tag]++
+		b.refs.Add(tag)
 		if global && !b.Global {
 			b.Global = true
 			m.global[vaView{k.VA, k.View}] = append(m.global[vaView{k.VA, k.View}], b)
 		}
 		return b, nil
 	}
-	b = &Breakpoint{Key: k, Global: global, Tags: []string{tag}, tags: map[string]int{tag: 1}, refs: 1}
+	b = &Breakpoint{Key: k, Global: global}
+	b.refs.Add(tag)
 	w, werr := paging.WalkVA(m.d, k.Root, k.VA, m.mode)
 	if werr == nil {
 		if err := m.arm(b, w.PA.Gfn()); err != nil {
@@ -176,16 +174,10 @@ func (m *Manager) Insert(k Key, global bool, tag string) (b *Breakpoint, err err
 // the shadow is kept for Close to retry.
 func (m *Manager) Remove(k Key, tag string) error {
 	b := m.bps[k]
-	if b == nil || b.tags[tag] == 0 {
+	if b == nil || !b.refs.Has(tag) {
 		return fmt.Errorf("remove breakpoint %v tag %q: not inserted", k, tag)
 	}
-	b.refs--
-	b.tags[tag]--
-	if b.tags[tag] == 0 {
-		delete(b.tags, tag)
-		b.Tags = slices.DeleteFunc(b.Tags, func(t string) bool { return t == tag })
-	}
-	if b.refs > 0 {
+	if !b.refs.Drop(tag) {
 		return nil
 	}
 	var err error
@@ -501,7 +493,7 @@ func (m *Manager) ViewGone(view introspect.View) {
 func (m *Manager) Close() error {
 	var errs []error
 	for _, b := range m.Breakpoints() {
-		for b.refs > 0 {
+		for b.refs.Total() > 0 {
 			if err := m.Remove(b.Key, b.Tag()); err != nil {
 				errs = append(errs, err)
 			}

@@ -108,7 +108,7 @@ func TestArmRefcountRestore(t *testing.T) {
 	if b := f.bpm.Lookup(code+0x10, f.other.Root, f.view); b != nil {
 		t.Fatal("non-global breakpoint matched another address space")
 	}
-	if b := f.bpm.Lookup(code+0x20, f.other.Root, f.view); b == nil || len(b.Tags) != 2 {
+	if b := f.bpm.Lookup(code+0x20, f.other.Root, f.view); b == nil || len(b.Tags()) != 2 {
 		t.Fatalf("global lookup: %+v", b)
 	}
 	f.bpm.Remove(f.key(code+0x20), "two")

@@ -25,6 +25,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/internal/tagref"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 )
 
@@ -77,9 +78,7 @@ type watchKey struct {
 
 type watch struct {
 	watchKey
-	tags    []string
-	tagRefs map[string]int
-	refs    int
+	refs tagref.Counts
 
 	path    []entryKey
 	present bool
@@ -142,14 +141,11 @@ func New(d Driver, mode paging.Mode) *Monitor {
 func (m *Monitor) Monitor(va introspect.Va, root introspect.Pa, view introspect.View, tag string) error {
 	k := watchKey{va.PageBase(), root, view}
 	if w := m.watches[k]; w != nil {
-		w.refs++
-		if w.tagRefs[tag] == 0 {
-			w.tags = append(w.tags, tag)
-		}
-		w.tagRefs[tag]++
+		w.refs.Add(tag)
 		return nil
 	}
-	w := &watch{watchKey: k, tags: []string{tag}, tagRefs: map[string]int{tag: 1}, refs: 1}
+	w := &watch{watchKey: k}
+	w.refs.Add(tag)
 	if _, err := m.rewalk(w, nil); err != nil {
 		m.release(w)
 		return fmt.Errorf("monitor %v: %w", va, err)
@@ -163,16 +159,10 @@ func (m *Monitor) Monitor(va introspect.Va, root introspect.Pa, view introspect.
 func (m *Monitor) Unmonitor(va introspect.Va, root introspect.Pa, view introspect.View, tag string) error {
 	k := watchKey{va.PageBase(), root, view}
 	w := m.watches[k]
-	if w == nil || w.tagRefs[tag] == 0 {
+	if w == nil || !w.refs.Has(tag) {
 		return fmt.Errorf("unmonitor %v tag %q: not monitored", va, tag)
 	}
-	w.refs--
-	w.tagRefs[tag]--
-	if w.tagRefs[tag] == 0 {
-		delete(w.tagRefs, tag)
-		w.tags = slices.DeleteFunc(w.tags, func(t string) bool { return t == tag })
-	}
-	if w.refs > 0 {
+	if !w.refs.Drop(tag) {
 		return nil
 	}
 	delete(m.watches, k)
@@ -298,7 +288,7 @@ func (m *Monitor) rewalk(w *watch, out *[]Event) (changed bool, err error) {
 	if present {
 		gfn = walk.PA.Gfn()
 	}
-	ev := Event{VA: w.va, Root: w.root, View: w.view, Tags: w.tags}
+	ev := Event{VA: w.va, Root: w.root, View: w.view, Tags: w.refs.Tags()}
 	if w.present && (!present || gfn != w.gfn) {
 		changed = true
 		if out != nil {
