@@ -20,6 +20,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/internal/klist"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 	"github.com/vmi-exporter/vmi-exporter/introspect/profile"
 )
@@ -28,8 +29,8 @@ import (
 // wrapped with context; test with errors.Is.
 var (
 	// ErrLoop: a walk came back to an object it had already visited
-	// (a d_parent or mount cycle).
-	ErrLoop = errors.New("loop in guest structure")
+	// (a d_parent or mount cycle, a list that does not return to its head).
+	ErrLoop = klist.ErrLoop
 	// ErrTooDeep: a walk exceeded its depth bound.
 	ErrTooDeep = errors.New("guest structure too deep")
 	// ErrTooLong: a guest string or table exceeded its bound. It is the

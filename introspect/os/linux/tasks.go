@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/internal/klist"
 	"github.com/vmi-exporter/vmi-exporter/introspect/profile"
 )
 
@@ -30,29 +31,19 @@ func (o *OS) Processes(max int) ([]Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process list: %w", err)
 	}
-	link := head + introspect.Va(o.off.taskTasks)
-	seen := make(map[introspect.Va]struct{})
 	var out []Task
-	for cur := link; ; {
-		next, err := o.ptr(cur, "task tasks.next")
-		if err != nil {
-			return out, fmt.Errorf("process list after %d: %w", len(out), err)
-		}
-		if next == link {
-			return out, nil
-		}
-		if len(out) >= max {
-			return out, fmt.Errorf("process list longer than %d: %w", max, ErrTooLong)
-		}
-		if _, dup := seen[next]; dup {
-			return out, fmt.Errorf("process list entry %v seen twice: %w", next, ErrLoop)
-		}
-		seen[next] = struct{}{}
-		t, err := o.Task(next - introspect.Va(o.off.taskTasks))
-		if err != nil {
-			return out, fmt.Errorf("process list entry %d: %w", len(out), err)
-		}
-		out = append(out, t)
-		cur = next
+	err = klist.Walk(head+introspect.Va(o.off.taskTasks), max,
+		func(link introspect.Va) (introspect.Va, error) { return o.ptr(link, "task tasks.next") },
+		func(link introspect.Va) error {
+			t, err := o.Task(link - introspect.Va(o.off.taskTasks))
+			if err != nil {
+				return err
+			}
+			out = append(out, t)
+			return nil
+		})
+	if err != nil {
+		return out, fmt.Errorf("process list after %d: %w", len(out), err)
 	}
+	return out, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
+	"github.com/vmi-exporter/vmi-exporter/introspect/internal/klist"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 	"github.com/vmi-exporter/vmi-exporter/introspect/profile"
 )
@@ -396,26 +397,15 @@ func (o *OS) Arg(regs *amd64.Registers, i int) (uint64, error) {
 // returns each EPROCESS. The walk stops with ErrCorrupt on a broken or
 // looping list, or after MaxProcesses entries.
 func (o *OS) Processes(root introspect.Pa) ([]introspect.Va, error) {
-	head := o.base + introspect.Va(o.l.symProcHead)
 	var out []introspect.Va
-	seen := map[introspect.Va]bool{head: true}
-	cur := head
-	for {
-		next, err := o.kernelPtr(root, cur, "LIST_ENTRY.Flink")
-		if err != nil {
-			return out, err
-		}
-		if next == head {
-			return out, nil
-		}
-		if seen[next] {
-			return out, fmt.Errorf("process list loops at %v: %w", next, ErrCorrupt)
-		}
-		if len(out) >= MaxProcesses {
-			return out, fmt.Errorf("process list longer than %d: %w", MaxProcesses, ErrCorrupt)
-		}
-		seen[next] = true
-		out = append(out, next-introspect.Va(o.l.epLinks))
-		cur = next
+	err := klist.Walk(o.base+introspect.Va(o.l.symProcHead), MaxProcesses,
+		func(link introspect.Va) (introspect.Va, error) { return o.kernelPtr(root, link, "LIST_ENTRY.Flink") },
+		func(link introspect.Va) error {
+			out = append(out, link-introspect.Va(o.l.epLinks))
+			return nil
+		})
+	if errors.Is(err, klist.ErrLoop) || errors.Is(err, paging.ErrTooLong) {
+		return out, fmt.Errorf("process list: %w: %w", ErrCorrupt, err)
 	}
+	return out, err
 }
