@@ -129,8 +129,11 @@ func TestLive(t *testing.T) {
 			continue
 		}
 		kernelSeen = true
-		if regs.GSBase == 0 {
-			t.Errorf("vCPU %d in the kernel with GS base 0", v)
+		// A vCPU stopped in an entry stub before SWAPGS has the per-cpu
+		// base still parked in KernelGSBase (seen on CI: GS base 0 at
+		// entry_SYSCALL_64); one of the two must hold it.
+		if _, err := linux.PerCPUBase(&regs); err != nil {
+			t.Errorf("vCPU %d in the kernel without a per-cpu base: %v", v, err)
 		}
 		mode := paging.Level4
 		if regs.FiveLevel() {
@@ -211,6 +214,13 @@ func TestLive(t *testing.T) {
 		}
 	}
 	t.Logf("hits per vCPU: %v", vcpus)
+	if err := d.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemoveBreakpoint(fn); err != nil {
+		t.Fatal(err)
+	}
+	checkSyscallEntry(t, d, o)
 
 	// A wait cancelled by its context leaves the guest stopped.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -240,6 +250,46 @@ func TestLive(t *testing.T) {
 		t.Fatalf("code of ksys_write changed after detach: %x, was %x", after, orig)
 	}
 	d2.Close()
+}
+
+// checkSyscallEntry stops a vCPU on the first instruction of the syscall
+// entry, the SWAPGS: kernel mode with the user's GS base still loaded (the
+// state CI once caught by chance). The current task must still be found,
+// through KernelGSBase, and be a user process.
+func checkSyscallEntry(t *testing.T, d *Driver, o *linux.OS) {
+	t.Helper()
+	entry, err := o.Symbol("entry_SYSCALL_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.InsertBreakpoint(entry); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ev, err := d.WaitEvent(ctx)
+	cancel()
+	if err != nil {
+		t.Fatalf("syscall entry: %v", err)
+	}
+	regs := ev.Regs
+	t.Logf("at entry_SYSCALL_64: cs %#x cr3 %#x gs %#x kgs %#x", regs.CS.Selector, regs.CR3, regs.GSBase, regs.KernelGSBase)
+	if regs.RIP != uint64(entry) || regs.CPL() != 0 {
+		t.Fatalf("stop at %#x CPL %d, want entry_SYSCALL_64 %v in the kernel", regs.RIP, regs.CPL(), entry)
+	}
+	base, err := linux.PerCPUBase(&regs)
+	if err != nil || uint64(base) != regs.KernelGSBase || base == introspect.Va(regs.GSBase) {
+		t.Errorf("per-cpu base %v, %v: want KernelGSBase %#x before SWAPGS", base, err, regs.KernelGSBase)
+	}
+	task, err := o.CurrentTask(&regs)
+	if err != nil || task.MM == 0 || task.Comm == "" {
+		t.Errorf("task making the syscall: %+v, %v; want a user process", task, err)
+	}
+	if err := d.RemoveBreakpoint(entry); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Respond(ev, driver.Response{}); err != nil {
+		t.Fatalf("respond: %v", err)
+	}
 }
 
 // TestLiveBrokenConnection: Close after the gdbstub connection died must
