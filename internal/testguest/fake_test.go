@@ -209,4 +209,9 @@ func TestReadLineBounds(t *testing.T) {
 	if err != nil || l != "VMI idle" {
 		t.Errorf("next line = %q, %v", l, err)
 	}
+	// A line cut off by EOF comes with the error: readConsole drops it.
+	l, err = readLine(bufio.NewReader(strings.NewReader("VMI fi")), maxLineLen)
+	if err == nil || l != "VMI fi" {
+		t.Errorf("cut line = %q, %v; want it with an error", l, err)
+	}
 }

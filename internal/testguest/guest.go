@@ -321,12 +321,15 @@ func (g *Guest) readConsole(r io.Reader) {
 	br := bufio.NewReaderSize(r, 64*1024)
 	for {
 		line, err := readLine(br, maxLineLen)
-		if line != "" || err == nil {
-			g.handleLine(line)
-		}
 		if err != nil {
+			// A last line without its newline was cut off, usually by
+			// killing QEMU mid-write: show it, but it is no record.
+			if line != "" && g.console != nil {
+				fmt.Fprintln(g.console, line)
+			}
 			return
 		}
+		g.handleLine(line)
 	}
 }
 
