@@ -575,3 +575,14 @@ func cHVMCPURecord(seed uint64) (b [hvmCPUSize]byte) {
 	copy(b[:], unsafe.Slice((*byte)(unsafe.Pointer(&c)), unsafe.Sizeof(c)))
 	return b
 }
+
+// Shutdown reasons: shutdownReasons is indexed by SHUTDOWN_*.
+var (
+	_ = [1]struct{}{}[C.SHUTDOWN_poweroff]
+	_ = [1]struct{}{}[C.SHUTDOWN_reboot-1]
+	_ = [1]struct{}{}[C.SHUTDOWN_suspend-2]
+	_ = [1]struct{}{}[C.SHUTDOWN_crash-3]
+	_ = [1]struct{}{}[C.SHUTDOWN_watchdog-4]
+	_ = [1]struct{}{}[C.SHUTDOWN_soft_reset-5]
+	_ = [1]struct{}{}[len(shutdownReasons)-C.SHUTDOWN_MAX-1]
+)

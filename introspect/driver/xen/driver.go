@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
@@ -17,6 +18,16 @@ import (
 
 // ErrClosed is returned (wrapped) by a Driver used after Close.
 var ErrClosed = errors.New("xen driver closed")
+
+// ErrDomainGone is returned (wrapped) by Alive and WaitEvent once the
+// domain shut down (poweroff, reboot, crash, ...), is dying, or no longer
+// exists. A rebooted HVM guest comes back as a new domain with a new id,
+// so the driver cannot follow it: the caller attaches again by name.
+var ErrDomainGone = errors.New("xen domain gone")
+
+// DefaultLivenessInterval is how often WaitEvent checks, while no event
+// comes, that the domain still runs: a domain that dies sends no event.
+const DefaultLivenessInterval = time.Second
 
 // pollInterval bounds how long WaitEvent sleeps between checks of its
 // context and of Close, in milliseconds.
@@ -30,6 +41,9 @@ type Config struct {
 	// CacheFrames is how many guest frames stay mapped; 0 means
 	// DefaultCacheFrames.
 	CacheFrames int
+	// LivenessInterval is how often WaitEvent checks the domain while no
+	// event comes; 0 means DefaultLivenessInterval, negative never.
+	LivenessInterval time.Duration
 }
 
 // Driver is attached to one HVM domain. Open and OpenDomain (build tag
@@ -66,6 +80,9 @@ type Driver struct {
 
 	allocated map[introspect.Gfn]bool
 	pauses    int // Pause calls not yet matched by Resume
+
+	liveness  time.Duration
+	lastAlive time.Time // last liveness check by WaitEvent
 }
 
 type mapping struct {
@@ -108,6 +125,10 @@ func newDriver(hv hypervisor, domid uint32, nvcpus int, cfg Config) (*Driver, er
 		d.log = slog.Default()
 	}
 	d.log = d.log.With("domid", domid)
+	d.liveness = cfg.LivenessInterval
+	if d.liveness == 0 {
+		d.liveness = DefaultLivenessInterval
+	}
 	if nvcpus < 1 {
 		return nil, fmt.Errorf("xen: domain %d has %d vCPUs", domid, nvcpus)
 	}
@@ -696,7 +717,41 @@ func (d *Driver) WaitEvent(ctx context.Context) (*driver.Event, error) {
 		if err := d.hv.wait(pollInterval); err != nil {
 			return nil, fmt.Errorf("xen: wait for event channel: %w", err)
 		}
+		if d.liveness > 0 && time.Since(d.lastAlive) >= d.liveness {
+			d.lastAlive = time.Now()
+			if err := d.alive(); err != nil {
+				return nil, err
+			}
+		}
 	}
+}
+
+// Alive reports whether the domain still runs: nil, or ErrDomainGone
+// (wrapped, with the shutdown reason) once it shut down, is dying or no
+// longer exists; another error if Xen could not be asked.
+func (d *Driver) Alive() error {
+	d.life.RLock()
+	defer d.life.RUnlock()
+	if d.closing.Load() {
+		return ErrClosed
+	}
+	return d.alive()
+}
+
+// alive is Alive for callers that hold life.
+func (d *Driver) alive() error {
+	info, err := d.hv.domainInfo()
+	switch {
+	case errors.Is(err, ErrNoDomain):
+		return fmt.Errorf("xen: domain %d no longer exists: %w", d.domid, ErrDomainGone)
+	case err != nil:
+		return fmt.Errorf("xen: check domain %d: %w", d.domid, err)
+	case info.shutdown:
+		return fmt.Errorf("xen: domain %d shut down (%s): %w", d.domid, shutdownReason(info.reason), ErrDomainGone)
+	case info.dying:
+		return fmt.Errorf("xen: domain %d is dying: %w", d.domid, ErrDomainGone)
+	}
+	return nil
 }
 
 // Respond answers an event from WaitEvent. ReinjectInterrupt delivers the

@@ -430,6 +430,92 @@ func TestDriverCloseStopsWaitEvent(t *testing.T) {
 	}
 }
 
+// A domain that dies sends no event: WaitEvent must notice by asking Xen,
+// for each way a domain goes (shut down for any reason, dying, gone), and
+// Close must still tear down.
+func TestDriverWaitEventNoticesDomainGone(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		state domainInfo
+		gone  bool
+		want  string
+	}{
+		{"reboot", domainInfo{hvm: true, shutdown: true, reason: 1}, false, "shut down (reboot)"},
+		{"crash", domainInfo{hvm: true, shutdown: true, reason: 3}, false, "shut down (crash)"},
+		{"unknown reason", domainInfo{hvm: true, shutdown: true, reason: 9}, false, "shut down (reason 9)"},
+		{"dying", domainInfo{hvm: true, dying: true}, false, "dying"},
+		{"destroyed", domainInfo{}, true, "no longer exists"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeXen(1, 4)
+			d, err := newDriver(f, 7, 1, Config{Logger: quiet, LivenessInterval: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.EnableMonitor(driver.MonitorBreakpoint); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Alive(); err != nil {
+				t.Fatalf("running domain: %v", err)
+			}
+			// An event queued before the death is still delivered.
+			push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1})
+			f.state, f.gone = tc.state, tc.gone
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			ev, err := d.WaitEvent(ctx)
+			if err != nil || ev == nil {
+				t.Fatalf("queued event: %v, %v", ev, err)
+			}
+			if err := d.Respond(ev, driver.Response{}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = d.WaitEvent(ctx)
+			if !errors.Is(err, ErrDomainGone) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("WaitEvent on a domain gone: %v, want ErrDomainGone with %q", err, tc.want)
+			}
+			if err := d.Alive(); !errors.Is(err, ErrDomainGone) {
+				t.Errorf("Alive: %v", err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			if !f.closed || f.ring != nil {
+				t.Errorf("teardown incomplete: closed %v ring %v", f.closed, f.ring != nil)
+			}
+			if err := d.Alive(); !errors.Is(err, ErrClosed) {
+				t.Errorf("Alive after Close: %v", err)
+			}
+		})
+	}
+}
+
+// A failing domain query is an error but not a verdict, and a negative
+// interval turns the check off.
+func TestDriverLivenessCheckFails(t *testing.T) {
+	f := newFakeXen(1, 4)
+	f.fail["domainInfo"] = errors.New("EPERM")
+	d, err := newDriver(f, 7, 1, Config{Logger: quiet, LivenessInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Alive(); err == nil || errors.Is(err, ErrDomainGone) {
+		t.Fatalf("Alive with the query failing: %v", err)
+	}
+	if err := d.EnableMonitor(driver.MonitorBreakpoint); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := d.WaitEvent(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitEvent with the check off: %v", err)
+	}
+	if n := f.called("domainInfo"); n != 1 {
+		t.Errorf("domain queried %d times, want only by Alive", n)
+	}
+}
+
 func TestDriverInjectPageFault(t *testing.T) {
 	f := newFakeXen(2, 4)
 	d := newTestDriver(t, f, 0)

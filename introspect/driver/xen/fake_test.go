@@ -40,6 +40,9 @@ type fakeXen struct {
 	access   map[[2]uint64]uint32 // (view, gfn) -> access
 	remap    map[[2]uint64]introspect.Gfn
 	closed   bool
+
+	state domainInfo // what domainInfo reports
+	gone  bool       // the domain no longer exists
 }
 
 var (
@@ -59,6 +62,7 @@ func newFakeXen(nvcpus int, frames int) *fakeXen {
 		frames: map[introspect.Gfn][]byte{}, readOnly: map[introspect.Gfn]bool{},
 		monitors: map[driver.Monitor]bool{}, views: map[introspect.View]uint32{}, nextView: 1,
 		access: map[[2]uint64]uint32{}, remap: map[[2]uint64]introspect.Gfn{},
+		state: domainInfo{hvm: true},
 	}
 	for g := range introspect.Gfn(frames) {
 		// Distinct contents per frame, without a per-byte loop (which
@@ -208,6 +212,16 @@ func (f *fakeXen) wait(int) error {
 }
 
 func (f *fakeXen) notify() error { return f.call("notify") }
+
+func (f *fakeXen) domainInfo() (domainInfo, error) {
+	if err := f.call("domainInfo"); err != nil {
+		return domainInfo{}, err
+	}
+	if f.gone {
+		return domainInfo{}, fmt.Errorf("%w: id 7", ErrNoDomain)
+	}
+	return f.state, nil
+}
 
 func (f *fakeXen) injectEvent(vcpu introspect.VCPU, vector, typ uint8, ec uint32, n uint8, cr2 uint64) error {
 	if err := f.call("injectEvent"); err != nil {

@@ -1,6 +1,8 @@
 package xen
 
 import (
+	"fmt"
+
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 )
@@ -56,7 +58,30 @@ type hypervisor interface {
 	decrease(gfn introspect.Gfn) error
 	singleStepOff(vcpu introspect.VCPU) error
 
+	// domainInfo reports the domain's state; ErrNoDomain (wrapped) once
+	// it no longer exists.
+	domainInfo() (domainInfo, error)
+
 	close() error
+}
+
+// domainInfo is the part of XEN_DOMCTL_getdomaininfo the driver uses.
+type domainInfo struct {
+	hvm      bool
+	dying    bool
+	shutdown bool
+	reason   uint32 // SHUTDOWN_* when shutdown
+}
+
+// Shutdown reasons (xen/sched.h SHUTDOWN_*), for messages.
+var shutdownReasons = [...]string{"poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"}
+
+// shutdownReason names a SHUTDOWN_* code.
+func shutdownReason(r uint32) string {
+	if int(r) < len(shutdownReasons) {
+		return shutdownReasons[r]
+	}
+	return fmt.Sprintf("reason %d", r)
 }
 
 // invalidGfn is Xen's INVALID_GFN.

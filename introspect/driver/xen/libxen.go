@@ -112,19 +112,15 @@ func (x *libxen) open() (nvcpus int, err error) {
 	if x.xch, err = C.xc_interface_open(nil, nil, 0); x.xch == nil {
 		return 0, fmt.Errorf("xen: open xenctrl: %w", err)
 	}
-	var info C.xc_domaininfo_t
-	n, err := C.xc_domain_getinfolist(x.xch, x.domid, 1, &info)
-	if n < 0 {
-		return 0, fmt.Errorf("xen: domain %d info: %w", x.domid, err)
+	info, maxVCPU, err := x.getInfo()
+	if err != nil {
+		return 0, err
 	}
-	if n != 1 || C.uint32_t(info.domain) != x.domid {
-		return 0, fmt.Errorf("%w: id %d", ErrNoDomain, x.domid)
-	}
-	if info.flags&C.XEN_DOMINF_hvm_guest == 0 {
+	if !info.hvm {
 		return 0, fmt.Errorf("xen: domain %d is not an HVM guest", x.domid)
 	}
-	if info.flags&C.XEN_DOMINF_dying != 0 {
-		return 0, fmt.Errorf("xen: domain %d is dying", x.domid)
+	if info.dying || info.shutdown {
+		return 0, fmt.Errorf("xen: domain %d is going away (dying %v, shut down %v)", x.domid, info.dying, info.shutdown)
 	}
 	if x.fmem, err = C.xenforeignmemory_open(nil, 0); x.fmem == nil {
 		return 0, fmt.Errorf("xen: open foreign memory: %w", err)
@@ -132,7 +128,33 @@ func (x *libxen) open() (nvcpus int, err error) {
 	if x.dmod, err = C.xendevicemodel_open(nil, 0); x.dmod == nil {
 		return 0, fmt.Errorf("xen: open device model: %w", err)
 	}
-	return int(info.max_vcpu_id) + 1, nil
+	return maxVCPU + 1, nil
+}
+
+func (x *libxen) domainInfo() (domainInfo, error) {
+	info, _, err := x.getInfo()
+	return info, err
+}
+
+// getInfo asks XEN_DOMCTL_getdomaininfo about the domain. getinfolist
+// returns the next domain at or after the id, so another id means ours
+// is gone.
+func (x *libxen) getInfo() (domainInfo, int, error) {
+	var info C.xc_domaininfo_t
+	n, err := C.xc_domain_getinfolist(x.xch, x.domid, 1, &info)
+	if n < 0 {
+		return domainInfo{}, 0, fmt.Errorf("xen: domain %d info: %w", x.domid, err)
+	}
+	if n != 1 || C.uint32_t(info.domain) != x.domid {
+		return domainInfo{}, 0, fmt.Errorf("%w: id %d", ErrNoDomain, x.domid)
+	}
+	f := uint32(info.flags)
+	return domainInfo{
+		hvm:      f&C.XEN_DOMINF_hvm_guest != 0,
+		dying:    f&C.XEN_DOMINF_dying != 0,
+		shutdown: f&C.XEN_DOMINF_shutdown != 0,
+		reason:   (f >> C.XEN_DOMINF_shutdownshift) & C.XEN_DOMINF_shutdownmask,
+	}, int(info.max_vcpu_id), nil
 }
 
 func (x *libxen) pause() error {
