@@ -1,3 +1,9 @@
+// Package testguest builds and boots the project's reproducible QEMU test
+// guest: Debian's cloud kernel and busybox-static fetched with apt, an
+// initramfs whose /init runs a deterministic workload, and QEMU with shared
+// RAM, gdbstub and QMP sockets. The workload reports what it did as
+// manifest lines on the serial console, so introspected events can be
+// compared one for one with what the guest really did.
 package testguest
 
 import (

@@ -32,7 +32,7 @@ const (
 	perCPUPages = 0x20
 )
 
-// Symbol link addresses of the synthetic kernel.
+// Symbols holds the link addresses of the synthetic kernel's symbols.
 var Symbols = map[string]uint64{
 	"_text":            LinkBase,
 	"_etext":           LinkBase + 0x1f_0000,
