@@ -48,16 +48,7 @@ func skipE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test on the QEMU guest (without -short)")
 	}
-	bin := os.Getenv("VMI_QEMU")
-	if bin == "" {
-		bin = "qemu-system-x86_64"
-	}
-	if _, err := exec.LookPath(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed, and CI must run the live tests: %v", bin, err)
-		}
-		t.Skipf("%s not installed: %v", bin, err)
-	}
+	testutil.RequireTool(t, testguest.QEMUBinary(""))
 }
 
 func testLog(t *testing.T) *slog.Logger {

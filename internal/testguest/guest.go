@@ -122,6 +122,19 @@ type subscription struct {
 	overflow bool
 }
 
+// QEMUBinary returns the qemu-system-x86_64 binary that Boot runs for
+// Options.QEMU set to qemu: qemu itself, else $VMI_QEMU, else
+// qemu-system-x86_64 from PATH.
+func QEMUBinary(qemu string) string {
+	if qemu == "" {
+		qemu = os.Getenv("VMI_QEMU")
+	}
+	if qemu == "" {
+		qemu = "qemu-system-x86_64"
+	}
+	return qemu
+}
+
 // Boot starts QEMU with the assets and returns once its sockets exist and
 // the RAM file has its full size. Use
 // WaitReady to wait for the guest's workload to be ready. ctx bounds only the
@@ -131,14 +144,7 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	qemu := o.QEMU
-	if qemu == "" {
-		qemu = os.Getenv("VMI_QEMU")
-	}
-	if qemu == "" {
-		qemu = "qemu-system-x86_64"
-	}
-	qemuPath, err := exec.LookPath(qemu)
+	qemuPath, err := exec.LookPath(QEMUBinary(o.QEMU))
 	if err != nil {
 		return nil, fmt.Errorf("testguest: qemu: %w", err)
 	}

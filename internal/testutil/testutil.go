@@ -1,11 +1,13 @@
 // Package testutil holds the small helpers that tests of several packages
-// share: a free local port and a log buffer that a process and the test
-// use at the same time.
+// share: a free local port, a log buffer that a process and the test use
+// at the same time, and the rule for tests that need an installed tool.
 package testutil
 
 import (
 	"bytes"
 	"net"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 )
@@ -41,4 +43,17 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// RequireTool skips the test when the program bin is not installed, except
+// under CI (CI set), where the live tests must run and a missing tool
+// fails the test.
+func RequireTool(tb testing.TB, bin string) {
+	tb.Helper()
+	if _, err := exec.LookPath(bin); err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("%s not installed, and CI must run the live tests: %v", bin, err)
+		}
+		tb.Skipf("%s not installed: %v", bin, err)
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
@@ -34,16 +34,7 @@ func liveOS(t testing.TB) (*testguest.Guest, *qemu.Driver, *oslinux.OS) {
 // liveOSWith is liveOS with boot options (Dir and Log are set here).
 func liveOSWith(t testing.TB, opts testguest.Options) (*testguest.Guest, *qemu.Driver, *oslinux.OS) {
 	t.Helper()
-	bin := os.Getenv("VMI_QEMU")
-	if bin == "" {
-		bin = "qemu-system-x86_64"
-	}
-	if _, err := exec.LookPath(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed, and CI must run the live tests: %v", bin, err)
-		}
-		t.Skipf("%s not installed: %v", bin, err)
-	}
+	testutil.RequireTool(t, testguest.QEMUBinary(""))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

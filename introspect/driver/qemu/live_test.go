@@ -6,11 +6,11 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
@@ -26,16 +26,7 @@ import (
 // runs Debian 12's 7.2 this way).
 func liveGuest(tb testing.TB) (*testguest.Guest, *testguest.Assets) {
 	tb.Helper()
-	qemu := os.Getenv("VMI_QEMU")
-	if qemu == "" {
-		qemu = "qemu-system-x86_64"
-	}
-	if _, err := exec.LookPath(qemu); err != nil {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("%s not installed, and CI must run the live tests: %v", qemu, err)
-		}
-		tb.Skipf("%s not installed: %v", qemu, err)
-	}
+	testutil.RequireTool(tb, testguest.QEMUBinary(""))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
