@@ -44,11 +44,7 @@ func TestLive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "vmi-exporter")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/vmi-exporter/vmi-exporter/cmd/vmi-exporter")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testutil.BuildExporter(ctx, t)
 	// The demo prepares the guest in <dir>/testguest-cache: share the
 	// usual test guest cache instead of fetching the packages again.
 	dir := filepath.Join(tmp, "demo")

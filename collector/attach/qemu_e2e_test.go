@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -501,22 +500,6 @@ func TestQEMUEndToEnd(t *testing.T) {
 	t.Logf("test took %v", time.Since(t0).Round(time.Millisecond))
 }
 
-// buildExporter builds cmd/vmi-exporter: the end-to-end tests of issue 3
-// run the binary a user runs, with a configuration file.
-func buildExporter(ctx context.Context, t *testing.T) string {
-	t.Helper()
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
-	}
-	out := filepath.Join(t.TempDir(), "vmi-exporter")
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, "github.com/vmi-exporter/vmi-exporter/cmd/vmi-exporter")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build vmi-exporter: %v\n%s", err, b)
-	}
-	return out
-}
-
 // exporterConfig writes the YAML configuration for one QEMU guest.
 func exporterConfig(t *testing.T, listen, jsonl string, gc collector.GuestConfig) string {
 	t.Helper()
@@ -667,7 +650,7 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
 	defer cancel()
 	t0 := time.Now()
-	bin := buildExporter(ctx, t)
+	bin := testutil.BuildExporter(ctx, t)
 	g, assets := bootGuest(ctx, t, testguest.Options{})
 	listen := testutil.FreeAddr(t)
 	jsonl := filepath.Join(t.TempDir(), "events.jsonl")
@@ -866,7 +849,7 @@ func TestGuestKilledAndRestarted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*e2eTimeout)
 	defer cancel()
 	t0 := time.Now()
-	bin := buildExporter(ctx, t)
+	bin := testutil.BuildExporter(ctx, t)
 	dir, err := os.MkdirTemp("", "vmikr")
 	if err != nil {
 		t.Fatal(err)

@@ -1,13 +1,17 @@
 // Package testutil holds the small helpers that tests of several packages
 // share: a free local port, a log buffer that a process and the test use
-// at the same time, and the rule for tests that need an installed tool.
+// at the same time, the rule for tests that need an installed tool, and
+// the build of the exporter binary that end-to-end tests run.
 package testutil
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 )
@@ -56,4 +60,22 @@ func RequireTool(tb testing.TB, bin string) {
 		}
 		tb.Skipf("%s not installed: %v", bin, err)
 	}
+}
+
+// BuildExporter builds cmd/vmi-exporter into a temporary directory of the
+// test and returns its path: end-to-end tests run the binary a user runs.
+// The go command of the toolchain running the test is preferred to the
+// one on PATH.
+func BuildExporter(ctx context.Context, tb testing.TB) string {
+	tb.Helper()
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		gobin = "go"
+	}
+	out := filepath.Join(tb.TempDir(), "vmi-exporter")
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, "github.com/vmi-exporter/vmi-exporter/cmd/vmi-exporter")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build vmi-exporter: %v\n%s", err, b)
+	}
+	return out
 }
