@@ -6,24 +6,20 @@
 # QEMU is fetched with apt-get download and unpacked into a cache directory;
 # the installed QEMU is not touched.
 #
-#   scripts/bench-qemu-hits.sh [-n HITS] [-r RUNS] [-p nop|step]
+#   scripts/bench-qemu-hits.sh [-n HITS] [-r RUNS]
 #
 # Each run boots a fresh guest, puts one breakpoint on ksys_write while the
 # guest loops its workload, and answers HITS hits (BenchmarkBreakpointHit in
-# introspect/driver/qemu), passing each hit the way -p says: nop (move RIP
-# past the NOP under the breakpoint, the driver's default) or step (single-
-# step, Config.AlwaysStep). Runs alternate between the two QEMUs.
+# introspect/driver/qemu). Runs alternate between the two QEMUs.
 set -euo pipefail
 
 hits=100
 runs=3
-pass=nop
-while getopts "n:r:p:" o; do
+while getopts "n:r:" o; do
 	case $o in
 	n) hits=$OPTARG ;;
 	r) runs=$OPTARG ;;
-	p) pass=$OPTARG ;;
-	*) echo "usage: $0 [-n HITS] [-r RUNS] [-p nop|step]" >&2; exit 2 ;;
+	*) echo "usage: $0 [-n HITS] [-r RUNS]" >&2; exit 2 ;;
 	esac
 done
 
@@ -65,7 +61,7 @@ fetch_other() {
 # bench NAME [env...]: one run, prints "hits/s records/s-free records/s-monitored".
 bench() {
 	local out
-	out=$(cd "$repo" && env "$@" go test -run '^$' -bench "^BenchmarkBreakpointHit\$/^pass=$pass\$" \
+	out=$(cd "$repo" && env "$@" go test -run '^$' -bench '^BenchmarkBreakpointHit$' \
 		-benchtime "${hits}x" -timeout 20m ./introspect/driver/qemu 2>&1) || {
 		echo "$out" >&2
 		return 1

@@ -19,7 +19,6 @@ type field struct {
 type layout struct {
 	fields []field
 	size   int // bytes of g needed to hold every field
-	rip    int // register number of rip, for P
 }
 
 // regFields names, in QEMU's target description, every register that
@@ -86,12 +85,6 @@ func newLayout(td *gdbstub.TargetDesc) (layout, error) {
 			sel := rf.sel
 			f.get = func(r *amd64.Registers) uint64 { return uint64(*sel(r)) }
 			f.set = func(r *amd64.Registers, v uint64) { *sel(r) = uint16(v) }
-		}
-		if rf.name == "rip" {
-			if reg.BitSize != 64 {
-				return l, fmt.Errorf("register rip has %d bits, want 64", reg.BitSize)
-			}
-			l.rip = reg.Num
 		}
 		l.fields = append(l.fields, f)
 		l.size = max(l.size, reg.Offset+reg.BitSize/8)

@@ -29,7 +29,6 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 	"github.com/vmi-exporter/vmi-exporter/introspect/gdbstub"
-	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
 )
 
@@ -55,12 +54,6 @@ type Config struct {
 	WriteRAM bool
 	// Timeout bounds each gdbstub or QMP exchange (default 10s).
 	Timeout time.Duration
-	// AlwaysStep makes Respond single-step over every breakpoint. By
-	// default a breakpoint on a NOP (Linux's patched-out ftrace call at
-	// each function entry) is passed by moving RIP past it: under TCG each
-	// single-step makes QEMU translate the guest's code again, which costs
-	// far more than the stop (see README).
-	AlwaysStep bool
 }
 
 // Driver is an attached QEMU guest.
@@ -77,7 +70,6 @@ type Driver struct {
 	bps map[introspect.Va]bool
 
 	restepped atomic.Uint64
-	skipped   atomic.Uint64 // breakpoints passed by moving RIP past a NOP
 	resets    atomic.Uint64 // QMP RESET events since Open
 
 	closeOnce sync.Once
@@ -424,65 +416,23 @@ func (d *Driver) Respond(ev *driver.Event, r driver.Response) error {
 	if r.SetView || r.ReinjectInterrupt || r.ToggleSingleStep {
 		return fmt.Errorf("qemu: respond %+v: %w", r, driver.ErrUnsupported)
 	}
-	regs := &ev.Regs
+	rip := ev.Regs.RIP
 	if r.Registers != nil {
 		if err := d.SetRegisters(ev.VCPU, r.Registers); err != nil {
 			return err
 		}
-		regs = r.Registers
+		rip = r.Registers.RIP
 	}
-	if rip := regs.RIP; d.hasBreakpoint(introspect.Va(rip)) {
+	if d.hasBreakpoint(introspect.Va(rip)) {
 		t, err := d.Thread(ev.VCPU)
 		if err != nil {
 			return err
 		}
-		if n := d.nopAt(regs); n > 0 && !d.cfg.AlwaysStep {
-			if err := d.setRIP(ev.VCPU, t, rip+uint64(n)); err != nil {
-				return err
-			}
-			d.skipped.Add(1)
-		} else if err := d.stepOver(ev.VCPU, t, rip); err != nil {
+		if err := d.stepOver(ev.VCPU, t, rip); err != nil {
 			return err
 		}
 	}
 	return d.Resume()
-}
-
-// nopAt returns the length of the NOP at the RIP of a stopped vCPU whose
-// registers are regs, or 0 if the instruction there is not a NOP, cannot
-// be read, or must be stepped for the guest's own debugging. The bytes are the guest's own: QEMU's breakpoints are not in
-// guest memory. They are read at every stop, not remembered, because the
-// guest may patch its code (ftrace, kprobes, live patches).
-func (d *Driver) nopAt(regs *amd64.Registers) int {
-	// With TF set the guest expects a #DB after the instruction; only a
-	// real step delivers it.
-	if !regs.LongMode() || regs.RFLAGS&amd64.RFLAGSTF != 0 {
-		return 0
-	}
-	mode := paging.Level4
-	if regs.FiveLevel() {
-		mode = paging.Level5
-	}
-	pa, err := paging.Translate(d, introspect.Pa(regs.TranslationRoot()), introspect.Va(regs.RIP), mode)
-	if err != nil {
-		return 0
-	}
-	var code [amd64.MaxNopLen]byte
-	n := min(len(code), introspect.PageSize-int(pa.Offset()))
-	if err := d.ReadPhysical(pa, code[:n]); err != nil {
-		return 0
-	}
-	return amd64.NopLen(code[:n])
-}
-
-// setRIP writes RIP alone with one P packet.
-func (d *Driver) setRIP(v introspect.VCPU, t gdbstub.Thread, rip uint64) error {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], rip)
-	if err := d.gdb.WriteRegister(t, d.layout.rip, b[:]); err != nil {
-		return fmt.Errorf("qemu: move vCPU %d past the NOP under its breakpoint: %w", v, err)
-	}
-	return nil
 }
 
 // maxStepTries bounds how often stepOver asks QEMU to step one vCPU.
@@ -522,10 +472,6 @@ func (d *Driver) stepOver(v introspect.VCPU, t gdbstub.Thread, rip uint64) error
 // Resteps returns how many steps over a breakpoint had to be repeated
 // because the vCPU had not moved.
 func (d *Driver) Resteps() uint64 { return d.restepped.Load() }
-
-// Skips returns how many breakpoints Respond passed by moving RIP past a
-// NOP instead of single-stepping.
-func (d *Driver) Skips() uint64 { return d.skipped.Load() }
 
 // Close removes every breakpoint, detaches (QEMU resumes the guest) and
 // releases the RAM mapping. If the gdbstub connection broke, Close dials
