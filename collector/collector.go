@@ -297,7 +297,7 @@ type nopMetrics struct{}
 
 func (nopMetrics) Event(*Event)                      {}
 func (nopMetrics) ProbeError(string, string, string) {}
-func (nopMetrics) Notice(string, hook.NoticeKind)    {}
+func (nopMetrics) Notice(string, string)             {}
 func (nopMetrics) Attach(string, error)              {}
 func (nopMetrics) Up(string, *Guest, bool)           {}
 func (nopMetrics) Dropped(string, string)            {}

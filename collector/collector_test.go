@@ -48,10 +48,10 @@ func (r *recorder) ProbeError(d, p, reason string) {
 	defer r.mu.Unlock()
 	r.errs[d+"/"+p+"/"+reason]++
 }
-func (r *recorder) Notice(d string, k hook.NoticeKind) {
+func (r *recorder) Notice(d, k string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.notices[d+"/"+k.String()]++
+	r.notices[d+"/"+k]++
 }
 func (r *recorder) Attach(d string, err error) {
 	r.mu.Lock()

@@ -10,49 +10,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Kind is the type of an Event.
-type Kind uint8
-
-// Event kinds.
-const (
-	KindFileCreate Kind = iota + 1
-	KindFileWrite
-	KindProcessStart
-	KindProcessExit
-	KindPageFaultInjected
-	KindPageIn
-	KindPageOut
-	KindBreakpointReinjected
-)
-
-var kindNames = [...]string{
-	KindFileCreate:           "file.create",
-	KindFileWrite:            "file.write",
-	KindProcessStart:         "process.start",
-	KindProcessExit:          "process.exit",
-	KindPageFaultInjected:    "pagefault.injected",
-	KindPageIn:               "page.in",
-	KindPageOut:              "page.out",
-	KindBreakpointReinjected: "breakpoint.reinjected",
-}
-
-// Kinds lists every event kind, in order.
-func Kinds() []Kind {
-	return []Kind{KindFileCreate, KindFileWrite, KindProcessStart, KindProcessExit,
-		KindPageFaultInjected, KindPageIn, KindPageOut, KindBreakpointReinjected}
-}
-
-// String returns the dotted name of the kind, as in JSON events and span names.
-func (k Kind) String() string {
-	if int(k) < len(kindNames) && kindNames[k] != "" {
-		return kindNames[k]
-	}
-	return "unknown"
-}
-
-// MarshalText encodes the kind by name.
-func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
-
 // Guest identifies the guest an event comes from. One Guest value is shared
 // by all events of a guest; it must not change after the first event.
 type Guest struct {

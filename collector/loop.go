@@ -87,14 +87,6 @@ func isPageFault(err error) bool {
 	return ok
 }
 
-// noticeKinds maps the engine notices that are events to their kind.
-var noticeKinds = map[hook.NoticeKind]Kind{
-	hook.NoticePageFaultInjected: KindPageFaultInjected,
-	hook.NoticePageIn:            KindPageIn,
-	hook.NoticePageOut:           KindPageOut,
-	hook.NoticeReinjected:        KindBreakpointReinjected,
-}
-
 // Notice turns page and reinjection notices into events, failures into
 // probe errors, and counts the rest.
 func (l *loop) Notice(n hook.Notice) {
@@ -107,9 +99,9 @@ func (l *loop) Notice(n hook.Notice) {
 		l.p.metrics.ProbeError(l.guest.Domain, n.Tag, ReasonUnreadable)
 		return
 	}
-	k, ok := noticeKinds[n.Kind]
+	k, ok := NoticeKind(n.Kind)
 	if !ok {
-		l.p.metrics.Notice(l.guest.Domain, n.Kind)
+		l.p.metrics.Notice(l.guest.Domain, n.Kind.String())
 		return
 	}
 	l.p.emit(&Event{Time: l.now(), Kind: k, Guest: l.guest, VCPU: int(n.VCPU), Address: uint64(n.Addr)})

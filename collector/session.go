@@ -133,8 +133,9 @@ type Metrics interface {
 	Event(ev *Event)
 	// ProbeError counts a hit that produced no event.
 	ProbeError(domain, probe, reason string)
-	// Notice counts an engine notice that is not an event.
-	Notice(domain string, kind hook.NoticeKind)
+	// Notice counts an engine notice that is not an event, by its name
+	// (hook.NoticeKind's String).
+	Notice(domain, notice string)
 	// Attach records an attach attempt and its result.
 	Attach(domain string, err error)
 	// Up marks a guest up (with its identity) or down (g may be nil then).

@@ -29,7 +29,7 @@ func traceCmd(ctx context.Context, args []string, stdout, stderr io.Writer, newA
 	fs.StringVar(&g.Profile.SystemMap, "system-map", "", "System.map overriding the kernel's own symbols")
 	fs.StringVar(&g.Profile.ISF, "isf", "", "Volatility 3 ISF profile overriding the kernel's own types")
 	fs.StringVar(&g.Profile.CacheDir, "profile-cache", "", "directory caching built kernel profiles")
-	probes := fs.StringSlice("probes", []string{"file.create", "file.write", "process.start", "process.exit"}, "event kinds to watch")
+	probes := fs.StringSlice("probes", config.ProbeNames(), "event kinds to watch")
 	otlpFile := fs.String("otlp.file", "", "also write spans to this file (JSON)")
 	logLevel := fs.String("log.level", "info", "log level (logs go to stderr)")
 	if err := fs.Parse(args); err != nil {

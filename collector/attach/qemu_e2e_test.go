@@ -27,7 +27,6 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 	"github.com/vmi-exporter/vmi-exporter/introspect/gdbstub"
-	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
 	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
 	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
@@ -213,7 +212,7 @@ func (m *upMetrics) ProbeError(_, probe, reason string) {
 	m.errs[probe+"/"+reason]++
 	m.mu.Unlock()
 }
-func (m *upMetrics) Notice(string, hook.NoticeKind) {}
+func (m *upMetrics) Notice(string, string) {}
 func (m *upMetrics) Attach(_ string, err error) {
 	m.mu.Lock()
 	m.attaches = append(m.attaches, err)

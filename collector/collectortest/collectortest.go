@@ -33,6 +33,19 @@ var probeOf = map[collector.Kind]string{
 	collector.KindProcessExit:  ProbeExit,
 }
 
+// probeName is the scripted guest's probe of a probe kind: a Linux
+// function for the kinds above, the kind's name for any other, so that a
+// kind added to the collector's table needs no change here.
+func probeName(k collector.Kind) (string, bool) {
+	if n, ok := probeOf[k]; ok {
+		return n, true
+	}
+	if k.Info().Source == collector.SourceProbe {
+		return k.String(), true
+	}
+	return "", false
+}
+
 // Step is one thing the scripted guest does: a hit of the probe of Kind
 // decoded as Process and Path (or failing with Err), or, when Notice is
 // set, an engine notice.
@@ -148,7 +161,7 @@ func (o osLayer) Probes(enabled []collector.Kind) ([]collector.Probe, error) {
 func (s *session) probes(enabled []collector.Kind) ([]collector.Probe, error) {
 	var ps []collector.Probe
 	for i, k := range enabled {
-		name, ok := probeOf[k]
+		name, ok := probeName(k)
 		if !ok {
 			return nil, fmt.Errorf("no probe for %s", k)
 		}
@@ -193,7 +206,8 @@ func (s *session) Run(ctx context.Context, h hook.Handler) error {
 			h.Notice(*st.Notice)
 			return nil
 		}
-		hk := byTag[probeOf[st.Kind]]
+		name, _ := probeName(st.Kind)
+		hk := byTag[name]
 		if hk == nil {
 			return nil // probe not enabled: the guest runs the function unseen
 		}

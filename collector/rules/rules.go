@@ -45,7 +45,8 @@ type Config struct {
 	// OS is linux, windows or any (the default).
 	OS string `yaml:"os"`
 	// Kinds are the event kinds the rule looks at: file.write (the
-	// default) and/or file.create.
+	// default) or any other kind whose collector.KindInfo is a RuleTarget
+	// (file.create).
 	Kinds []string `yaml:"kinds"`
 	// Paths are globs; the rule needs one to match (no paths: any path).
 	Paths []string `yaml:"paths"`
@@ -212,8 +213,8 @@ func compile(c Config) (*rule, error) {
 	}
 	for _, k := range kinds {
 		kind, err := collector.ParseKind(k)
-		if err != nil || (kind != collector.KindFileWrite && kind != collector.KindFileCreate) {
-			return nil, fmt.Errorf("kind %q: rules look at file.write and file.create only", k)
+		if err != nil || !kind.Info().RuleTarget {
+			return nil, fmt.Errorf("kind %q: rules look at %s only", k, strings.Join(collector.KindNames(collector.RuleKinds()), ", "))
 		}
 		r.kinds |= 1 << kind
 	}

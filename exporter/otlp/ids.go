@@ -84,14 +84,9 @@ type procKey struct {
 	pid    uint64
 }
 
-// traced reports whether events of kind k belong to a process trace.
-func traced(k collector.Kind) bool {
-	switch k {
-	case collector.KindProcessStart, collector.KindProcessExit, collector.KindFileCreate, collector.KindFileWrite:
-		return true
-	}
-	return false
-}
+// span returns the part events of kind k play in a process trace
+// (collector.SpanNone: none).
+func span(k collector.Kind) collector.Span { return k.Info().Span }
 
 // Tracker assigns each guest process a trace ID in the event loop
 // (collector.Enricher). It remembers at most a bounded number of
@@ -104,7 +99,8 @@ type Tracker struct {
 
 // Enrich sets ev.TraceID for process and file events.
 func (t *Tracker) Enrich(ev *collector.Event) {
-	if !traced(ev.Kind) {
+	role := span(ev.Kind)
+	if role == collector.SpanNone {
 		return
 	}
 	k := procKey{ev.Guest.Domain, ev.Process.PID}
@@ -114,16 +110,16 @@ func (t *Tracker) Enrich(ev *collector.Event) {
 		id trace.TraceID
 		ok bool
 	)
-	switch ev.Kind {
-	case collector.KindProcessStart:
-	case collector.KindProcessExit:
+	switch role {
+	case collector.SpanProcessStart:
+	case collector.SpanProcessEnd:
 		id, ok = t.ids.remove(k)
 	default:
 		id, ok = t.ids.get(k)
 	}
 	if !ok {
 		id = t.gen.traceID()
-		if ev.Kind != collector.KindProcessExit {
+		if role != collector.SpanProcessEnd {
 			t.ids.put(k, id)
 		}
 	}

@@ -214,19 +214,20 @@ func (e *Exporter) Name() string { return "otlp" }
 
 // Export turns one event into spans. It is called from one goroutine.
 func (e *Exporter) Export(ev *collector.Event) {
-	if !traced(ev.Kind) {
+	role := span(ev.Kind)
+	if role == collector.SpanNone {
 		return
 	}
 	k := procKey{ev.Guest.Domain, ev.Process.PID}
-	switch ev.Kind {
-	case collector.KindProcessStart:
+	switch role {
+	case collector.SpanProcessStart:
 		if old, ok := e.open.remove(k); ok {
 			// The exit was missed (or the pid reused): close the old one.
 			old.span.SetAttributes(AttrExitSeen.Bool(false))
 			old.span.End(trace.WithTimestamp(ev.Time))
 		}
 		e.open.put(k, e.startProcess(ev, true))
-	case collector.KindProcessExit:
+	case collector.SpanProcessEnd:
 		p, ok := e.open.remove(k)
 		if !ok {
 			p = e.startProcess(ev, false)
@@ -234,18 +235,31 @@ func (e *Exporter) Export(ev *collector.Event) {
 		p.refresh(ev)
 		p.span.SetAttributes(AttrExitSeen.Bool(true))
 		p.span.End(trace.WithTimestamp(ev.Time))
-	default:
+	case collector.SpanEvent:
 		p, ok := e.open.get(k)
 		if !ok {
 			p = e.startProcess(ev, false)
 			e.open.put(k, p)
 		}
 		p.refresh(ev)
-		_, s := e.tracer.Start(p.ctx, ev.Kind.String(),
+		_, s := e.tracer.Start(p.ctx, SpanName(ev.Kind),
 			trace.WithTimestamp(ev.Time), trace.WithAttributes(eventAttrs(ev)...))
 		s.End(trace.WithTimestamp(ev.Time.Add(ev.Latency)))
 		e.spans.Add(1)
 	}
+}
+
+// SpanName is the name of the span an event of kind k starts or
+// continues: ProcessSpan for process starts and exits, the kind's name for
+// the child spans of other traced kinds, "" for kinds not traced.
+func SpanName(k collector.Kind) string {
+	switch span(k) {
+	case collector.SpanProcessStart, collector.SpanProcessEnd:
+		return ProcessSpan
+	case collector.SpanEvent:
+		return k.String()
+	}
+	return ""
 }
 
 func (e *Exporter) startProcess(ev *collector.Event, startSeen bool) *procSpan {

@@ -5,6 +5,7 @@
 package promexp
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
@@ -12,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
-	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 )
 
 // OtherProcess is the process label of process names beyond the cap.
@@ -40,7 +40,7 @@ type Metrics struct {
 	up, info, buildInfo                 *prometheus.GaugeVec
 	attempts                            *prometheus.CounterVec
 	hits, probeErrors, dropped, notices *prometheus.CounterVec
-	kinds                               map[collector.Kind]*prometheus.CounterVec
+	kinds                               []*prometheus.CounterVec // by collector.Kind
 	latency                             *prometheus.HistogramVec
 	suspicious                          *prometheus.CounterVec
 	procEvents                          *prometheus.CounterVec
@@ -83,15 +83,12 @@ func New(o Options) *Metrics {
 	m.buildInfo.WithLabelValues(o.Version).Set(1)
 	m.attempts = f.counter("vmi_guest_attach_attempts_total", "Attach attempts by result (success or failure).", "domain", "result")
 	m.hits = f.counter("vmi_breakpoint_hits_total", "Breakpoint hits by probe, whether or not they yielded an event (see vmi_probe_errors_total).", "domain", "probe")
-	m.kinds = map[collector.Kind]*prometheus.CounterVec{
-		collector.KindFileCreate:           f.counter("vmi_file_creates_total", "Files opened for creation in the guest.", "domain"),
-		collector.KindFileWrite:            f.counter("vmi_file_writes_total", "Writes to files in the guest.", "domain"),
-		collector.KindProcessStart:         f.counter("vmi_process_starts_total", "Processes started in the guest.", "domain"),
-		collector.KindProcessExit:          f.counter("vmi_process_exits_total", "Processes exited in the guest.", "domain"),
-		collector.KindPageFaultInjected:    f.counter("vmi_pagefaults_injected_total", "Page faults injected so the guest pages in memory a probe needs.", "domain"),
-		collector.KindPageIn:               f.counter("vmi_page_ins_total", "Hooked pages paged in (hooks armed again).", "domain"),
-		collector.KindPageOut:              f.counter("vmi_page_outs_total", "Hooked pages paged out (hooks pending).", "domain"),
-		collector.KindBreakpointReinjected: f.counter("vmi_breakpoint_reinjections_total", "Guest breakpoints on hooked pages delivered back to the guest.", "domain"),
+	// A counter per event kind, named by the kind table.
+	ks := collector.Kinds()
+	m.kinds = make([]*prometheus.CounterVec, int(slices.Max(ks))+1)
+	for _, k := range ks {
+		mt := k.Info().Metric
+		m.kinds[k] = f.counter(mt.Name, mt.Help, "domain")
 	}
 	m.probeErrors = f.counter("vmi_probe_errors_total", "Hits that produced no event, by reason (skip, decode, unreadable, handler, unknown_probe).", "domain", "probe", "reason")
 	m.dropped = f.counter("vmi_events_dropped_total", "Events dropped because an exporter queue was full.", "domain", "exporter")
@@ -145,8 +142,8 @@ func (m *Metrics) handlesFor(domain, probe string, kind collector.Kind) *handles
 		h.hits = m.hits.WithLabelValues(domain, label(probe))
 		h.latency = m.latency.WithLabelValues(domain, label(probe))
 	}
-	if v := m.kinds[kind]; v != nil {
-		h.kind = v.WithLabelValues(domain)
+	if int(kind) < len(m.kinds) && m.kinds[kind] != nil {
+		h.kind = m.kinds[kind].WithLabelValues(domain)
 	}
 	m.handles[k] = h
 	return h
@@ -231,8 +228,8 @@ func (m *Metrics) ProbeError(domain, probe, reason string) {
 }
 
 // Notice counts an engine notice that is not an event.
-func (m *Metrics) Notice(domain string, kind hook.NoticeKind) {
-	m.notices.WithLabelValues(domain, kind.String()).Inc()
+func (m *Metrics) Notice(domain, notice string) {
+	m.notices.WithLabelValues(domain, notice).Inc()
 }
 
 // Attach counts an attach attempt.
@@ -260,7 +257,9 @@ func (m *Metrics) Up(domain string, g *collector.Guest, up bool) {
 		m.attempts.WithLabelValues(domain, "success")
 		m.attempts.WithLabelValues(domain, "failure")
 		for _, k := range m.kinds {
-			k.WithLabelValues(domain)
+			if k != nil {
+				k.WithLabelValues(domain)
+			}
 		}
 		// Drops start at zero too, so that rate() and alerts see them.
 		for _, e := range m.exporters {

@@ -40,7 +40,7 @@ const EnvPrefix = "VMI_EXPORTER_"
 type Config struct {
 	Web     Web                     `koanf:"web"`
 	Guests  []collector.GuestConfig `koanf:"guests"`
-	Probes  []string                `koanf:"probes"` // enabled event kinds: file.create, file.write, process.start, process.exit
+	Probes  []string                `koanf:"probes"` // enabled event kinds: the names of collector.ProbeKinds
 	OTLP    OTLP                    `koanf:"otlp"`
 	JSONL   JSONL                   `koanf:"jsonl"`
 	Metrics Metrics                 `koanf:"metrics"`
@@ -108,7 +108,7 @@ func Defaults() map[string]any {
 	return map[string]any{
 		"web.listen_address":        DefaultListenAddress,
 		"web.config_file":           "",
-		"probes":                    []string{"file.create", "file.write", "process.start", "process.exit"},
+		"probes":                    ProbeNames(),
 		"otlp.endpoint":             "",
 		"otlp.protocol":             "grpc",
 		"otlp.insecure":             false,
@@ -132,7 +132,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("config", "", "YAML configuration file")
 	fs.String("web.listen-address", DefaultListenAddress, "address to serve /metrics on")
 	fs.String("web.config-file", "", "exporter-toolkit web configuration file (TLS, basic auth)")
-	fs.StringSlice("probes", nil, "event kinds to watch (file.create,file.write,process.start,process.exit)")
+	fs.StringSlice("probes", nil, "event kinds to watch ("+strings.Join(ProbeNames(), ",")+")")
 	fs.String("otlp.endpoint", "", "OTLP receiver (host:port or URL); empty writes spans to --otlp.file")
 	fs.String("otlp.protocol", "grpc", "OTLP protocol: grpc or http")
 	fs.Bool("otlp.insecure", false, "OTLP without TLS")
@@ -210,6 +210,10 @@ func (c *Config) setGuestDefaults() {
 	}
 }
 
+// ProbeNames names the event kinds the probes list accepts, all enabled by
+// default: those of collector.ProbeKinds.
+func ProbeNames() []string { return collector.KindNames(collector.ProbeKinds()) }
+
 // Kinds returns the enabled probe kinds (valid after Validate).
 func (c *Config) Kinds() []collector.Kind {
 	var ks []collector.Kind
@@ -237,10 +241,7 @@ func (c *Config) Validate() error {
 	if len(c.Probes) == 0 {
 		bad("probes: none enabled")
 	}
-	var names []string
-	for _, k := range collector.ProbeKinds() {
-		names = append(names, k.String())
-	}
+	names := ProbeNames()
 	for _, p := range c.Probes {
 		if !slices.Contains(names, p) {
 			bad("probes: unknown probe kind %q (known: %s)", p, strings.Join(names, ", "))

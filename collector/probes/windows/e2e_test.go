@@ -195,10 +195,10 @@ func (r *recorder) ProbeError(d, p, reason string) {
 	defer r.mu.Unlock()
 	r.errs[p+"/"+reason]++
 }
-func (r *recorder) Notice(d string, k hook.NoticeKind) {
+func (r *recorder) Notice(d, k string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.notices[k.String()]++
+	r.notices[k]++
 }
 func (r *recorder) Attach(string, error)              {}
 func (r *recorder) Up(string, *collector.Guest, bool) {}
