@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,8 +59,9 @@ func TestDefaults(t *testing.T) {
 	if g.Driver != "qemu" || g.OS != "auto" || g.QEMU.QMPSocket != "/run/vm1.qmp" {
 		t.Errorf("guest %+v", g)
 	}
-	if len(c.Kinds()) != 4 {
-		t.Errorf("kinds %v", c.Kinds())
+	// Every probe kind is on by default.
+	if !slices.Equal(c.Kinds(), collector.ProbeKinds()) {
+		t.Errorf("kinds %v, want %v", c.Kinds(), collector.ProbeKinds())
 	}
 }
 
@@ -128,7 +130,7 @@ func TestValidationErrors(t *testing.T) {
 	}{
 		{"no guests", "web: {listen_address: ':9860'}", nil, []string{"guests: none configured"}},
 		{"unknown probe", guests, []string{"--probes", "file.create,file.delete"}, []string{`unknown probe kind "file.delete"`, "known: file.create"}},
-		{"engine kind as probe", guests, []string{"--probes", "page.in"}, []string{`unknown probe kind "page.in"`, "known: file.create, file.write, process.start, process.exit"}},
+		{"engine kind as probe", guests, []string{"--probes", "page.in"}, []string{`unknown probe kind "page.in"`, "known: file.create"}},
 		{"bad listen", guests, []string{"--web.listen-address", "localhost"}, []string{"web.listen_address: address localhost: missing port"}},
 		{"bad port", guests, []string{"--web.listen-address", ":99999"}, []string{`web.listen_address: bad port "99999"`}},
 		{"bad otlp", guests, []string{"--otlp.endpoint", "collector", "--otlp.protocol", "udp"}, []string{"otlp.endpoint:", `otlp.protocol: "udp"`}},
