@@ -37,13 +37,13 @@ const (
 	SourceEngine
 )
 
-// Span is the part the events of a kind play in their process's trace.
-type Span uint8
+// SpanRole is the part the events of a kind play in their process's trace.
+type SpanRole uint8
 
-// Span parts.
+// Span roles.
 const (
 	// SpanNone: not traced (the events concern no process).
-	SpanNone Span = iota
+	SpanNone SpanRole = iota
 	// SpanProcessStart starts the process span.
 	SpanProcessStart
 	// SpanProcessEnd ends the process span.
@@ -67,7 +67,7 @@ type KindInfo struct {
 	// Metric counts the kind's events.
 	Metric Metric
 	// Span is the part the kind's events play in a process trace.
-	Span Span
+	Span SpanRole
 	// Source produces the kind's events.
 	Source Source
 	// Notice is the engine notice that is an event of this kind
@@ -175,8 +175,8 @@ func NoticeKind(n hook.NoticeKind) (Kind, bool) {
 
 // String returns the dotted name of the kind, as in JSON events and span names.
 func (k Kind) String() string {
-	if n := k.Info().Name; n != "" {
-		return n
+	if int(k) < len(kinds) && kinds[k].Name != "" {
+		return kinds[k].Name
 	}
 	return "unknown"
 }

@@ -84,10 +84,6 @@ type procKey struct {
 	pid    uint64
 }
 
-// span returns the part events of kind k play in a process trace
-// (collector.SpanNone: none).
-func span(k collector.Kind) collector.Span { return k.Info().Span }
-
 // Tracker assigns each guest process a trace ID in the event loop
 // (collector.Enricher). It remembers at most a bounded number of
 // processes; a process it forgot gets a new trace.
@@ -99,7 +95,7 @@ type Tracker struct {
 
 // Enrich sets ev.TraceID for process and file events.
 func (t *Tracker) Enrich(ev *collector.Event) {
-	role := span(ev.Kind)
+	role := ev.Kind.Info().Span
 	if role == collector.SpanNone {
 		return
 	}

@@ -50,7 +50,7 @@ func TestEveryKindSpans(t *testing.T) {
 		case collector.SpanEvent:
 			want = []string{k.String(), otlp.ProcessSpan}
 		default:
-			t.Errorf("%s: span part %d unknown to the exporter", k, k.Info().Span)
+			t.Errorf("%s: span role %d unknown to the exporter", k, k.Info().Span)
 		}
 		if want != nil && !slices.Contains(want, otlp.SpanName(k)) {
 			t.Errorf("%s: span name %q not among the spans %v", k, otlp.SpanName(k), want)

@@ -214,7 +214,7 @@ func (e *Exporter) Name() string { return "otlp" }
 
 // Export turns one event into spans. It is called from one goroutine.
 func (e *Exporter) Export(ev *collector.Event) {
-	role := span(ev.Kind)
+	role := ev.Kind.Info().Span
 	if role == collector.SpanNone {
 		return
 	}
@@ -253,7 +253,7 @@ func (e *Exporter) Export(ev *collector.Event) {
 // continues: ProcessSpan for process starts and exits, the kind's name for
 // the child spans of other traced kinds, "" for kinds not traced.
 func SpanName(k collector.Kind) string {
-	switch span(k) {
+	switch k.Info().Span {
 	case collector.SpanProcessStart, collector.SpanProcessEnd:
 		return ProcessSpan
 	case collector.SpanEvent:
