@@ -161,10 +161,10 @@ func KindNames(ks []Kind) []string {
 	return names
 }
 
-// NoticeKind returns the kind of the events an engine notice is, if it is
+// KindOfNotice returns the kind of the events an engine notice is, if it is
 // one. It runs for every notice (hidden reads can be frequent), so it
 // scans the table without allocating.
-func NoticeKind(n hook.NoticeKind) (Kind, bool) {
+func KindOfNotice(n hook.NoticeKind) (Kind, bool) {
 	for k := range kinds {
 		if i := &kinds[k]; i.Source == SourceEngine && i.Notice == n {
 			return Kind(k), true

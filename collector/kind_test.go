@@ -37,8 +37,8 @@ func TestKindTable(t *testing.T) {
 				t.Errorf("%s: engine kind with notice %s (none, or used twice)", i.Name, i.Notice)
 			}
 			notices[i.Notice] = true
-			if got, ok := collector.NoticeKind(i.Notice); !ok || got != k {
-				t.Errorf("%s: NoticeKind(%s) = %v, %v", i.Name, i.Notice, got, ok)
+			if got, ok := collector.KindOfNotice(i.Notice); !ok || got != k {
+				t.Errorf("%s: KindOfNotice(%s) = %v, %v", i.Name, i.Notice, got, ok)
 			}
 			if i.Span != collector.SpanNone || i.RuleTarget {
 				t.Errorf("%s: engine notices concern no process: span %d, rule target %v", i.Name, i.Span, i.RuleTarget)
@@ -50,7 +50,7 @@ func TestKindTable(t *testing.T) {
 	if len(collector.ProbeKinds()) == 0 || len(collector.RuleKinds()) == 0 {
 		t.Errorf("probe kinds %v, rule kinds %v", collector.ProbeKinds(), collector.RuleKinds())
 	}
-	if _, ok := collector.NoticeKind(hook.NoticeReadHidden); ok {
+	if _, ok := collector.KindOfNotice(hook.NoticeReadHidden); ok {
 		t.Error("a hidden read is an event")
 	}
 	if s := collector.Kind(0).String(); s != "unknown" {

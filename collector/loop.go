@@ -99,7 +99,7 @@ func (l *loop) Notice(n hook.Notice) {
 		l.p.metrics.ProbeError(l.guest.Domain, n.Tag, ReasonUnreadable)
 		return
 	}
-	k, ok := NoticeKind(n.Kind)
+	k, ok := KindOfNotice(n.Kind)
 	if !ok {
 		l.p.metrics.Notice(l.guest.Domain, n.Kind.String())
 		return
