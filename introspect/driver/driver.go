@@ -20,6 +20,12 @@ import (
 // hypervisor cannot do.
 var ErrUnsupported = errors.New("not supported by this driver")
 
+// ErrGone is returned (wrapped) by Liveness.Alive once the guest the driver
+// attached to no longer runs: it rebooted (its kernel is back, likely at
+// another KASLR slide), shut down, or was destroyed. Hooks set before sit
+// on the wrong code, if anywhere: the caller detaches and attaches again.
+var ErrGone = errors.New("guest rebooted or gone")
+
 // ErrOutOfRange is returned (wrapped) for a physical access outside guest RAM.
 var ErrOutOfRange = errors.New("physical address outside guest memory")
 
@@ -177,6 +183,27 @@ type EventSource interface {
 	WaitEvent(ctx context.Context) (*Event, error)
 	// Respond resumes the vCPU of ev as r says.
 	Respond(ev *Event, r Response) error
+}
+
+// Liveness is the one check, common to every backend, that the guest still
+// runs the boot the driver attached to. Each backend answers it its own
+// way (QEMU from QMP's RESET events, Xen from the domain's state).
+type Liveness interface {
+	// Alive returns nil while the guest runs the boot it was attached in,
+	// an error wrapping ErrGone once it does not, one wrapping
+	// ErrUnsupported when the driver cannot tell (QEMU without its QMP
+	// socket), and another error when the hypervisor could not be asked.
+	// It is safe to call while another goroutine waits for events.
+	Alive() error
+}
+
+// LiveReader is implemented by a driver that can say whether PhysReader
+// works while the guest runs, concurrently with the event loop (QEMU reads
+// its shared RAM file so, but not through the gdbstub). A driver that does
+// not implement it is taken to read memory only while the guest is
+// stopped.
+type LiveReader interface {
+	ReadsWhileRunning() bool
 }
 
 // Driver is the least a backend offers: physical memory, registers, and a

@@ -83,6 +83,8 @@ var (
 	_ driver.Pauser         = (*Driver)(nil)
 	_ driver.Breakpointer   = (*Driver)(nil)
 	_ driver.EventSource    = (*Driver)(nil)
+	_ driver.Liveness       = (*Driver)(nil)
+	_ driver.LiveReader     = (*Driver)(nil)
 )
 
 func splitAddr(s string) (network, address string) {
@@ -318,6 +320,24 @@ func (d *Driver) Resets() (uint64, error) {
 	}
 	return d.resets.Load(), nil
 }
+
+// Alive implements driver.Liveness: an error wrapping driver.ErrGone once
+// the guest was reset (Resets), wrapping driver.ErrUnsupported without the
+// QMP socket.
+func (d *Driver) Alive() error {
+	n, err := d.Resets()
+	switch {
+	case err != nil:
+		return err
+	case n > 0:
+		return fmt.Errorf("qemu: guest reset %d times since attach: %w", n, driver.ErrGone)
+	}
+	return nil
+}
+
+// ReadsWhileRunning implements driver.LiveReader: only the shared RAM file
+// can be read while the guest runs.
+func (d *Driver) ReadsWhileRunning() bool { return d.SharedRAM() }
 
 // Status returns QEMU's run state from QMP.
 func (d *Driver) Status() (qmp.Status, error) {

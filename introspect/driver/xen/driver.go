@@ -22,8 +22,9 @@ var ErrClosed = errors.New("xen driver closed")
 // ErrDomainGone is returned (wrapped) by Alive and WaitEvent once the
 // domain shut down (poweroff, reboot, crash, ...), is dying, or no longer
 // exists. A rebooted HVM guest comes back as a new domain with a new id,
-// so the driver cannot follow it: the caller attaches again by name.
-var ErrDomainGone = errors.New("xen domain gone")
+// so the driver cannot follow it: the caller attaches again by name. It
+// wraps driver.ErrGone, the sentinel of every backend's Alive.
+var ErrDomainGone = fmt.Errorf("xen domain gone: %w", driver.ErrGone)
 
 // DefaultLivenessInterval is how often WaitEvent checks, while no event
 // comes, that the domain still runs: a domain that dies sends no event.
@@ -104,6 +105,7 @@ var (
 	_ driver.FrameAllocator = (*Driver)(nil)
 	_ driver.Injector       = (*Driver)(nil)
 	_ driver.EventSource    = (*Driver)(nil)
+	_ driver.Liveness       = (*Driver)(nil)
 )
 
 // newDriver wraps an attached hypervisor handle. On error the caller still
@@ -726,7 +728,8 @@ func (d *Driver) WaitEvent(ctx context.Context) (*driver.Event, error) {
 	}
 }
 
-// Alive reports whether the domain still runs: nil, or ErrDomainGone
+// Alive implements driver.Liveness. It reports whether the domain still
+// runs: nil, or ErrDomainGone
 // (wrapped, with the shutdown reason) once it shut down, is dying or no
 // longer exists; another error if Xen could not be asked.
 func (d *Driver) Alive() error {
