@@ -47,7 +47,7 @@ func linuxProfile(mem driver.PhysReader, pc collector.ProfileConfig, log *slog.L
 		p, err := cache.Load(b)
 		if err == nil {
 			log.Info("profile from cache", "banner", b)
-			if err := vmlinux.ApplyOverrides(p, vmlinux.Options{SystemMap: pc.SystemMap, ISF: pc.ISF, Logger: log}); err != nil {
+			if err := profile.ApplyOverrides(p, profile.Overrides{SystemMap: pc.SystemMap, ISF: pc.ISF, Logger: log}); err != nil {
 				return nil, err
 			}
 			return p, nil
@@ -67,7 +67,7 @@ func linuxProfile(mem driver.PhysReader, pc collector.ProfileConfig, log *slog.L
 		// The OS layer finds the KASLR slide by the banner, which an ISF
 		// does not carry: take the one the guest shows.
 		isf.Profile.Name = banners[0]
-		if err := vmlinux.ApplyOverrides(isf.Profile, vmlinux.Options{SystemMap: pc.SystemMap, Logger: log}); err != nil {
+		if err := profile.ApplyOverrides(isf.Profile, profile.Overrides{SystemMap: pc.SystemMap, Logger: log}); err != nil {
 			return nil, err
 		}
 		return isf.Profile, nil

@@ -88,46 +88,9 @@ func Profile(path string, opts Options) (*profile.Profile, error) {
 			}
 		}
 	}
-	if err := ApplyOverrides(p, opts); err != nil {
+	err = profile.ApplyOverrides(p, profile.Overrides{SystemMap: opts.SystemMap, ISF: opts.ISF, Profile: opts.Override, Logger: opts.Logger})
+	if err != nil {
 		return nil, err
 	}
 	return p, nil
-}
-
-// ApplyOverrides applies the overrides opts names to p, in order: the
-// System.map's symbols, the ISF's symbols and types (a Windows ISF is
-// refused), then opts.Override. A profile loaded from a cache by other
-// means takes the same overrides through it.
-func ApplyOverrides(p *profile.Profile, opts Options) error {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if opts.SystemMap != "" {
-		syms, err := profile.LoadSystemMap(opts.SystemMap)
-		if err != nil {
-			return err
-		}
-		if n := p.OverrideSymbols(syms); n > 0 {
-			log.Info("System.map moved symbols", "path", opts.SystemMap, "changed", n)
-		}
-	}
-	if opts.ISF != "" {
-		isf, err := profile.OpenISF(opts.ISF)
-		if err != nil {
-			return err
-		}
-		if isf.Metadata.Windows != nil {
-			return fmt.Errorf("ISF %s describes a Windows kernel, not %q", opts.ISF, p.Name)
-		}
-		if n := p.Override(isf.Profile); n > 0 {
-			log.Info("ISF moved symbols", "path", opts.ISF, "changed", n)
-		}
-	}
-	if opts.Override != nil {
-		if n := p.Override(opts.Override); n > 0 {
-			log.Info("override profile moved symbols", "override", opts.Override.Name, "changed", n)
-		}
-	}
-	return nil
 }
