@@ -12,7 +12,9 @@ import (
 type GuestConfig struct {
 	// Name is the domain label of every metric and span of the guest.
 	Name string `koanf:"name" yaml:"name"`
-	// Driver selects the Attacher: "qemu" or "xen".
+	// Driver names the guest's backend (collector/attach), which selects
+	// its Attacher and owns its section below: "qemu" (the default) or
+	// "xen".
 	Driver string `koanf:"driver" yaml:"driver"`
 	// OS is "linux", "windows" or "auto".
 	OS      string        `koanf:"os" yaml:"os"`
@@ -21,7 +23,8 @@ type GuestConfig struct {
 	Profile ProfileConfig `koanf:"profile" yaml:"profile"`
 }
 
-// QEMUConfig locates a running QEMU guest.
+// QEMUConfig locates a running QEMU guest: the section of the qemu
+// backend, which validates it (collector/attach).
 type QEMUConfig struct {
 	// GDBSocket is the gdbstub: a unix socket path or host:port.
 	GDBSocket string `koanf:"gdb_socket" yaml:"gdb_socket"`
@@ -34,8 +37,10 @@ type QEMUConfig struct {
 	RAMSize uint64 `koanf:"ram_size" yaml:"ram_size"`
 }
 
-// XenConfig locates a Xen domain.
+// XenConfig locates a Xen domain: the section of the xen backend, which
+// validates it (collector/attach).
 type XenConfig struct {
+	// Domain is the domain's name (xl list); the guest's name if empty.
 	Domain string `koanf:"domain" yaml:"domain"`
 }
 

@@ -32,7 +32,7 @@ func TestViewsWindows(t *testing.T) {
 	before := bytes.Clone(g.M.GuestRAM())
 
 	cfg := collector.GuestConfig{Name: "win10", Driver: "xen", OS: "windows", Profile: collector.ProfileConfig{CacheDir: dir}}
-	s, err := attach.Views(t.Context(), g.M, cfg, "7", nil)
+	s, err := attach.Open(t.Context(), g.M, cfg, "7", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestViewsRejectsLinux(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := attach.Views(t.Context(), g.M, collector.GuestConfig{Name: "x", OS: "linux"}, "", nil); err == nil {
+	if _, err := attach.Open(t.Context(), g.M, collector.GuestConfig{Name: "x", OS: "linux"}, "", nil); err == nil {
 		t.Fatal("attached a Linux guest config through the Windows views path")
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/collector/attach"
 	"github.com/vmi-exporter/vmi-exporter/collector/rules"
 )
 
@@ -202,7 +203,7 @@ func (c *Config) setGuestDefaults() {
 	for i := range c.Guests {
 		g := &c.Guests[i]
 		if g.Driver == "" {
-			g.Driver = "qemu"
+			g.Driver = attach.DefaultBackend
 		}
 		if g.OS == "" {
 			g.OS = "auto"
@@ -328,22 +329,8 @@ func (c *Config) ValidateGuests() []error {
 				bad("%s: name must be 1-64 letters, digits, '.', '_' or '-'", where)
 			}
 		}
-		switch g.Driver {
-		case "qemu":
-			if g.QEMU.GDBSocket == "" {
-				bad("%s: qemu.gdb_socket is required", where)
-			}
-			if g.QEMU.RAMPath != "" {
-				if _, err := os.Stat(g.QEMU.RAMPath); err != nil {
-					bad("%s: qemu.ram_path: %w", where, err)
-				}
-			}
-		case "xen":
-			if g.Xen.Domain == "" {
-				bad("%s: xen.domain is required", where)
-			}
-		default:
-			bad("%s: driver %q is neither qemu nor xen", where, g.Driver)
+		for _, err := range attach.ValidateGuest(g) {
+			bad("%s: %w", where, err)
 		}
 		switch g.OS {
 		case "linux", "windows", "auto":

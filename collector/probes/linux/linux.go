@@ -57,6 +57,7 @@ package linux
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path"
 	"strings"
 
@@ -95,6 +96,25 @@ var _ collector.GuestOS = (*Guest)(nil)
 
 // New returns the collector's view of the kernel o found.
 func New(o *oslinux.OS) *Guest { return &Guest{os: o} }
+
+// Attach finds the Linux kernel of a paused guest (oslinux.Discover: its
+// profile as pc says, then its KASLR slide) and returns the guest's
+// collector view. log may be nil.
+func Attach(d oslinux.Memory, pc collector.ProfileConfig, log *slog.Logger) (*Guest, error) {
+	o, err := oslinux.Discover(d, oslinux.ProfileSource{
+		KernelImage: pc.KernelImage,
+		SystemMap:   pc.SystemMap,
+		ISF:         pc.ISF,
+		CacheDir:    pc.CacheDir,
+	}, oslinux.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return New(o), nil
+}
+
+// OSLayer returns the Linux OS layer.
+func (g *Guest) OSLayer() *oslinux.OS { return g.os }
 
 // OS returns "linux".
 func (g *Guest) OS() string { return "linux" }

@@ -1,4 +1,4 @@
-package attach
+package linux
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 	"github.com/vmi-exporter/vmi-exporter/introspect/profile"
@@ -24,11 +23,42 @@ const (
 
 var bannerPrefix = []byte("Linux version ")
 
-// linuxProfile finds the profile of the guest's kernel: built from the
-// configured kernel image (cached), or else taken from the cache under a
-// banner found in guest memory, or else from a configured ISF file.
-func linuxProfile(mem driver.PhysReader, pc collector.ProfileConfig, log *slog.Logger) (*profile.Profile, error) {
-	dir := pc.CacheDir
+// ProfileSource says where the profile of a guest's kernel comes from.
+// The zero value takes the profile cached, in the default cache directory,
+// under a banner found in guest memory.
+type ProfileSource struct {
+	// KernelImage is the kernel's image (vmlinuz/bzImage or vmlinux):
+	// symbols from its kallsyms, types from its BTF; the built profile
+	// is cached.
+	KernelImage string
+	// SystemMap and ISF override the profile's symbols (and, for ISF,
+	// types); without KernelImage or a cached profile, ISF alone serves
+	// as the profile.
+	SystemMap, ISF string
+	// CacheDir holds built profiles (default profile.DefaultCacheDir).
+	CacheDir string
+}
+
+// Discover finds the Linux kernel a paused guest runs: its profile from
+// src (FindProfile), then the OS layer over it (New).
+func Discover(m Memory, src ProfileSource, opts Options) (*OS, error) {
+	prof, err := FindProfile(m, src, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return New(m, prof, opts)
+}
+
+// FindProfile finds the profile of the guest's kernel: built from the
+// source's kernel image (cached), or else taken from the cache under a
+// banner found in guest memory, or else from the source's ISF file. An
+// error wrapping ErrKernelNotFound means guest memory holds no Linux
+// kernel banner at all (it may run another OS). log may be nil.
+func FindProfile(mem driver.PhysReader, src ProfileSource, log *slog.Logger) (*profile.Profile, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir := src.CacheDir
 	if dir == "" {
 		var err error
 		if dir, err = profile.DefaultCacheDir(); err != nil {
@@ -36,8 +66,8 @@ func linuxProfile(mem driver.PhysReader, pc collector.ProfileConfig, log *slog.L
 		}
 	}
 	cache := &profile.Cache{Dir: dir}
-	if pc.KernelImage != "" {
-		return vmlinux.Profile(pc.KernelImage, vmlinux.Options{Cache: cache, SystemMap: pc.SystemMap, ISF: pc.ISF, Logger: log})
+	if src.KernelImage != "" {
+		return vmlinux.Profile(src.KernelImage, vmlinux.Options{Cache: cache, SystemMap: src.SystemMap, ISF: src.ISF, Logger: log})
 	}
 	banners, err := FindBanners(mem, maxBanners)
 	if err != nil {
@@ -47,7 +77,7 @@ func linuxProfile(mem driver.PhysReader, pc collector.ProfileConfig, log *slog.L
 		p, err := cache.Load(b)
 		if err == nil {
 			log.Info("profile from cache", "banner", b)
-			if err := profile.ApplyOverrides(p, profile.Overrides{SystemMap: pc.SystemMap, ISF: pc.ISF, Logger: log}); err != nil {
+			if err := profile.ApplyOverrides(p, profile.Overrides{SystemMap: src.SystemMap, ISF: src.ISF, Logger: log}); err != nil {
 				return nil, err
 			}
 			return p, nil
@@ -56,24 +86,24 @@ func linuxProfile(mem driver.PhysReader, pc collector.ProfileConfig, log *slog.L
 			log.Warn("profile cache entry unreadable", "banner", b, "err", err)
 		}
 	}
-	if pc.ISF != "" && len(banners) > 0 {
-		isf, err := profile.OpenISF(pc.ISF)
+	if src.ISF != "" && len(banners) > 0 {
+		isf, err := profile.OpenISF(src.ISF)
 		if err != nil {
 			return nil, err
 		}
 		if isf.Metadata.Windows != nil {
-			return nil, fmt.Errorf("ISF %s describes a Windows kernel", pc.ISF)
+			return nil, fmt.Errorf("ISF %s describes a Windows kernel", src.ISF)
 		}
 		// The OS layer finds the KASLR slide by the banner, which an ISF
 		// does not carry: take the one the guest shows.
 		isf.Profile.Name = banners[0]
-		if err := profile.ApplyOverrides(isf.Profile, profile.Overrides{SystemMap: pc.SystemMap, Logger: log}); err != nil {
+		if err := profile.ApplyOverrides(isf.Profile, profile.Overrides{SystemMap: src.SystemMap, Logger: log}); err != nil {
 			return nil, err
 		}
 		return isf.Profile, nil
 	}
 	if len(banners) == 0 {
-		return nil, errors.New("no Linux kernel banner in guest memory")
+		return nil, fmt.Errorf("no Linux kernel banner in guest memory: %w", ErrKernelNotFound)
 	}
 	return nil, fmt.Errorf("no cached profile for kernel %q: set profile.kernel_image to its vmlinuz (or profile.isf)", banners[0])
 }

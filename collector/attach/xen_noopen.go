@@ -1,0 +1,13 @@
+//go:build !xen
+
+package attach
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/vmi-exporter/vmi-exporter/collector"
+)
+
+// openXen is nil: this binary was built without the xen tag.
+var openXen func(context.Context, collector.GuestConfig, *slog.Logger) (Driver, string, error)
