@@ -39,9 +39,9 @@ type Options struct {
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 	// VerifyInterval is how often a session that implements Verifier has
-	// its guest kernel checked while the event loop runs (default 5s;
-	// negative: never). A failed check ends the session, as a dead guest
-	// does, and the supervisor attaches again.
+	// its guest checked while the event loop runs; 0 (or negative) never,
+	// as verify.interval: 0 in the configuration. A failed check ends the
+	// session, as a dead guest does, and the supervisor attaches again.
 	VerifyInterval time.Duration
 	// Once makes each supervisor attach only once: a failed attach or a
 	// failed session ends it, and Run returns the errors (for one-shot
@@ -58,7 +58,8 @@ type Collector struct {
 // DefaultQueueSize is the queue length used when Options.QueueSize is 0.
 const DefaultQueueSize = 4096
 
-// DefaultVerifyInterval is the VerifyInterval used when it is 0.
+// DefaultVerifyInterval is the default of verify.interval, the
+// configuration's VerifyInterval.
 const DefaultVerifyInterval = 5 * time.Second
 
 // New checks the options and builds a collector.
@@ -99,9 +100,6 @@ func New(o Options) (*Collector, error) {
 	}
 	if o.CloseTimeout <= 0 {
 		o.CloseTimeout = 10 * time.Second
-	}
-	if o.VerifyInterval == 0 {
-		o.VerifyInterval = DefaultVerifyInterval
 	}
 	p := &pipeline{enrichers: o.Enrichers, rules: o.Rules, metrics: o.Metrics}
 	for _, s := range o.Sinks {
@@ -211,7 +209,6 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 		return true, errors.New("session has no guest identity")
 	}
 	g := *gp
-	g.Domain = s.cfg.Name
 	probes, err := sess.OS().Probes(s.o.Enabled)
 	if err != nil {
 		return true, fmt.Errorf("probes: %w", err)

@@ -70,7 +70,8 @@ type Attacher interface {
 // If a Session also implements driver.Pauser, the collector pauses the
 // guest while it installs hooks and resumes it before running the engine.
 type Session interface {
-	// Guest is the identity stamped on every event of the session.
+	// Guest is the identity stamped on every event of the session; its
+	// Domain is the configured name (GuestConfig.Name).
 	Guest() *Guest
 	// OS is the guest's OS layer: it provides the probes.
 	OS() GuestOS

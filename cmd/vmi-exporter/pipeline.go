@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,14 +35,13 @@ type pipelineOpts struct {
 func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]collector.Attacher, po pipelineOpts, log *slog.Logger) (*pipeline, error) {
 	p := &pipeline{}
 	o := collector.Options{
-		Guests:    cfg.Guests,
-		Attachers: attachers,
-		Enabled:   cfg.Kinds(),
-		QueueSize: cfg.Queues.Size,
-		Backoff:   cfg.Backoff,
-		Logger:    log,
-		// 0 means the default to the collector; here it means never.
-		VerifyInterval: cmp.Or(cfg.Verify.Interval, -1),
+		Guests:         cfg.Guests,
+		Attachers:      attachers,
+		Enabled:        cfg.Kinds(),
+		QueueSize:      cfg.Queues.Size,
+		Backoff:        cfg.Backoff,
+		Logger:         log,
+		VerifyInterval: cfg.Verify.Interval,
 		Once:           po.once,
 	}
 	eng, err := newRules(cfg)

@@ -64,7 +64,8 @@ var ErrDied = errors.New("scripted guest died")
 
 // Attacher is a scripted guest.
 type Attacher struct {
-	// Guest is the identity of every session.
+	// Guest is the identity of every session; its Domain is the
+	// configured name, as every Session must report it.
 	Guest collector.Guest
 	// AttachErr, when set, decides whether attempt n (from 0) fails.
 	AttachErr func(attempt int) error
@@ -106,6 +107,7 @@ func (a *Attacher) Attach(ctx context.Context, g collector.GuestConfig) (collect
 	a.open++
 	a.mu.Unlock()
 	guest := a.Guest
+	guest.Domain = g.Name
 	return &session{a: a, attempt: n, guest: &guest}, nil
 }
 

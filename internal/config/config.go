@@ -57,7 +57,8 @@ type Config struct {
 // Verify configures the check, while a guest is watched, that it still runs
 // the kernel the exporter attached to (a reboot moves the kernel).
 type Verify struct {
-	// Interval between checks; 0 disables them.
+	// Interval between checks (default collector.DefaultVerifyInterval);
+	// 0 disables them, in the collector as here.
 	Interval time.Duration `koanf:"interval"`
 }
 
@@ -121,7 +122,7 @@ func Defaults() map[string]any {
 		"backoff.initial":           "1s",
 		"backoff.max":               "1m",
 		"backoff.jitter":            0.2,
-		"verify.interval":           "5s",
+		"verify.interval":           collector.DefaultVerifyInterval.String(),
 		"log.level":                 "info",
 		"log.format":                "text",
 	}
