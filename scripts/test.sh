@@ -32,7 +32,7 @@ go test -count=1 -timeout 45m ./...
 echo "== go test -race"
 go test -race -short -count=1 -timeout 20m ./collector/ ./collector/rules/ ./exporter/... \
 	./introspect/hook/ ./introspect/bpm/ ./introspect/ptm/ ./introspect/driver/sim/ \
-	./introspect/gdbstub/ ./introspect/qmp/ ./introspect/driver/qemu/
+	./introspect/driver/qemu/gdbstub/ ./introspect/driver/qemu/qmp/ ./introspect/driver/qemu/
 
 echo "== rules"
 bash scripts/check-rules.sh

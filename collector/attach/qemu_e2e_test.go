@@ -26,9 +26,9 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
-	"github.com/vmi-exporter/vmi-exporter/introspect/gdbstub"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu/gdbstub"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu/qmp"
 	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
-	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
 	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
 )
 

@@ -9,7 +9,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
-	"github.com/vmi-exporter/vmi-exporter/introspect/gdbstub"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu/gdbstub"
 )
 
 // BenchmarkBreakpointHit measures breakpoint hits per second on the live

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
-	"github.com/vmi-exporter/vmi-exporter/introspect/gdbstub"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu/gdbstub"
 )
 
 // field ties a register of the target description to amd64.Registers.

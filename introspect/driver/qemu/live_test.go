@@ -14,10 +14,10 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu/qmp"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 	"github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
-	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
 	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
 )
 

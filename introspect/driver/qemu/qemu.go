@@ -28,8 +28,8 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
-	"github.com/vmi-exporter/vmi-exporter/introspect/gdbstub"
-	"github.com/vmi-exporter/vmi-exporter/introspect/qmp"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu/gdbstub"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu/qmp"
 )
 
 // Config says where a QEMU guest's sockets and RAM are.
