@@ -5,7 +5,7 @@
 //	vmi-exporter run   [--config file] [flags]   the daemon
 //	vmi-exporter trace --gdb SOCK [--qmp SOCK] [--ram FILE] ...
 //	                                              JSON lines of one QEMU guest on stdout
-//	vmi-exporter demo                            boot the test guest and watch it
+//	vmi-exporter demo                            boot the test guest (cmd/testguest) and watch it
 package main
 
 import (
