@@ -1,7 +1,3 @@
-// Package collector turns what the introspection library sees in a guest
-// into typed events: it runs one supervisor per guest (attach, event loop,
-// detach, retry with backoff), decodes probe hits with the guest's OS layer,
-// applies rules, and hands events to exporters through bounded queues.
 package collector
 
 import (
