@@ -8,6 +8,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 // TestABIAgainstRingMacros runs Xen's side of the ring with the real
@@ -27,12 +28,12 @@ func TestABIAgainstRingMacros(t *testing.T) {
 	}
 	// No InitShared: the C side initialised the header; BackRing must
 	// work from SHARED_RING_INIT's state.
-	var raw [RequestSize]byte
+	var raw [abi.RequestSize]byte
 	next := uint32(0)
 	for lap := range 6 {
-		n := uint32(lap%RingEntries + 3)
-		if n > RingEntries {
-			n = RingEntries
+		n := uint32(lap%abi.RingEntries + 3)
+		if n > abi.RingEntries {
+			n = abi.RingEntries
 		}
 		for range n {
 			if !fe.push(next) {
@@ -40,7 +41,7 @@ func TestABIAgainstRingMacros(t *testing.T) {
 			}
 			next++
 		}
-		if n == RingEntries && fe.push(999) {
+		if n == abi.RingEntries && fe.push(999) {
 			t.Fatal("C front end pushed into a full ring")
 		}
 		first := next - n
@@ -69,7 +70,7 @@ func TestABIAgainstRingMacros(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var b [ResponseSize]byte
+			var b [abi.ResponseSize]byte
 			w.Encode(&b)
 			if _, err := r.PutResponse(&b); err != nil {
 				t.Fatal(err)
@@ -80,15 +81,15 @@ func TestABIAgainstRingMacros(t *testing.T) {
 			if !ok {
 				t.Fatalf("C side sees no response %d", i)
 			}
-			if got.Version != InterfaceVersion || got.VCPU != i%4 || got.Reason != cReason(i) {
+			if got.Version != abi.InterfaceVersion || got.VCPU != i%4 || got.Reason != cReason(i) {
 				t.Fatalf("response %d header: %+v", i, got)
 			}
 			if i%2 == 0 {
-				if got.Flags != FlagVCPUPaused|FlagFastSingleStep|FlagAlternateP2M || got.Altp2mIdx != 0 || got.P2MIdx != uint16(i%3) {
+				if got.Flags != abi.FlagVCPUPaused|abi.FlagFastSingleStep|abi.FlagAlternateP2M || got.Altp2mIdx != 0 || got.P2MIdx != uint16(i%3) {
 					t.Fatalf("fast single-step response %d: %+v", i, got)
 				}
 			} else {
-				if got.Flags != FlagVCPUPaused|FlagToggleSingleStep|FlagAlternateP2M|FlagSetRegisters || got.Altp2mIdx != 2 {
+				if got.Flags != abi.FlagVCPUPaused|abi.FlagToggleSingleStep|abi.FlagAlternateP2M|abi.FlagSetRegisters || got.Altp2mIdx != 2 {
 					t.Fatalf("toggle response %d: %+v", i, got)
 				}
 				if got.RIP != 0xfffff80000100000+uint64(i)+1 || got.RAX != 0xabcdef || got.R15 != uint64(i)<<32|16 || got.RFLAGS != 0x246 {
@@ -103,7 +104,7 @@ func TestABIAgainstRingMacros(t *testing.T) {
 }
 
 func cReason(i uint32) uint32 {
-	return [...]uint32{ReasonMemAccess, ReasonSoftwareBreakpoint, ReasonSingleStep}[i%3]
+	return [...]uint32{abi.ReasonMemAccess, abi.ReasonSoftwareBreakpoint, abi.ReasonSingleStep}[i%3]
 }
 
 // checkCRequest compares a request decoded by Go with what
@@ -131,23 +132,23 @@ func checkCRequest(t *testing.T, i uint32, q *Request) {
 	if q.DR6 != 0xffff0ff0 || q.DR7 != 0x400 || q.STAR != 0x23001000000000 || q.GDTRBase != 0xfffff80000c00000 || q.GDTRLimit != 0x57 {
 		t.Fatalf("request %d extra registers: %+v", i, q)
 	}
-	if q.VCPU != i%4 || q.Altp2mIdx != uint16(i%3) || q.Flags != FlagVCPUPaused|FlagAlternateP2M || q.Reason != cReason(i) {
+	if q.VCPU != i%4 || q.Altp2mIdx != uint16(i%3) || q.Flags != abi.FlagVCPUPaused|abi.FlagAlternateP2M || q.Reason != cReason(i) {
 		t.Fatalf("request %d header: %+v", i, q)
 	}
 	switch q.Reason {
-	case ReasonMemAccess:
-		if q.GFN != 0x1000+uint64(i) || q.Offset != uint64(i*8)%4096 || q.GLA != 0xfffff80000000000+uint64(i) || q.AccessFlags != memAccessR|memAccessW|memAccessGLAValid {
+	case abi.ReasonMemAccess:
+		if q.GFN != 0x1000+uint64(i) || q.Offset != uint64(i*8)%4096 || q.GLA != 0xfffff80000000000+uint64(i) || q.AccessFlags != abi.MemAccessR|abi.MemAccessW|abi.MemAccessGLAValid {
 			t.Fatalf("mem_access %d: %+v", i, q)
 		}
 		ev, _ := q.Event(4)
 		if ev.Access != introspect.AccessRW || ev.GVA != introspect.Va(q.GLA) {
 			t.Fatalf("mem_access event %d: %+v", i, ev)
 		}
-	case ReasonSoftwareBreakpoint:
-		if q.GFN != 0x2000+uint64(i) || q.InsnLength != 1 || q.TrapType != EventTypeSWException {
+	case abi.ReasonSoftwareBreakpoint:
+		if q.GFN != 0x2000+uint64(i) || q.InsnLength != 1 || q.TrapType != abi.EventTypeSWException {
 			t.Fatalf("software_breakpoint %d: %+v", i, q)
 		}
-	case ReasonSingleStep:
+	case abi.ReasonSingleStep:
 		if q.GFN != 0x3000+uint64(i) {
 			t.Fatalf("singlestep %d: %+v", i, q)
 		}

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 // BenchmarkRingEvent measures the pure-Go part of one vm_event round trip:
@@ -14,16 +15,16 @@ func BenchmarkRingEvent(b *testing.B) {
 	r, _ := NewBackRing(page)
 	r.InitShared()
 	fe := &frontEnd{page: page}
-	req := encodeRequest(reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: 1, reason: ReasonSoftwareBreakpoint, insnLen: 1, trapType: EventTypeSWException, rip: 0xfffff80000001000})
-	var in [RequestSize]byte
-	var out [ResponseSize]byte
+	req := encodeRequest(reqSpec{flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, view: 1, reason: abi.ReasonSoftwareBreakpoint, insnLen: 1, trapType: abi.EventTypeSWException, rip: 0xfffff80000001000})
+	var in [abi.RequestSize]byte
+	var out [abi.ResponseSize]byte
 	b.ReportAllocs()
 	for b.Loop() {
 		// Xen's side, inline: t.Helper in frontEnd.push would dominate.
 		off := slot(fe.reqProd)
-		copy(page[off:off+EntrySize], req[:])
+		copy(page[off:off+abi.EntrySize], req[:])
 		fe.reqProd++
-		le.PutUint32(page[offReqProd:], fe.reqProd)
+		le.PutUint32(page[abi.OffReqProd:], fe.reqProd)
 		if ok, err := r.NextRequest(&in); !ok || err != nil {
 			b.Fatal(ok, err)
 		}

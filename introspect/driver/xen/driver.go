@@ -14,6 +14,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 // ErrClosed is returned (wrapped) by a Driver used after Close.
@@ -198,7 +199,7 @@ func (d *Driver) frame(gfn introspect.Gfn, write bool) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xen: map %v: %w", gfn, err)
 	}
-	if len(page) != PageSize {
+	if len(page) != abi.PageSize {
 		return nil, errors.Join(fmt.Errorf("xen: map %v: %d-byte mapping", gfn, len(page)), d.hv.unmapFrame(page))
 	}
 	m.page = page
@@ -255,7 +256,7 @@ func (d *Driver) Registers(vcpu introspect.VCPU) (amd64.Registers, error) {
 	if err := errors.Join(d.check(), d.checkVCPU(vcpu)); err != nil {
 		return amd64.Registers{}, err
 	}
-	var rec [hvmCPUSize]byte
+	var rec [abi.HVMCPUSize]byte
 	if err := d.hv.hvmCPU(vcpu, rec[:]); err != nil {
 		return amd64.Registers{}, fmt.Errorf("xen: registers of vCPU %d: %w", vcpu, err)
 	}
@@ -287,7 +288,7 @@ func (d *Driver) setRegisters(vcpu introspect.VCPU, regs *amd64.Registers) error
 	if err != nil {
 		return fmt.Errorf("xen: read HVM context: %w", err)
 	}
-	rec, err := FindSaveRecord(ctx, HVMSaveCodeCPU, uint16(vcpu))
+	rec, err := FindSaveRecord(ctx, abi.HVMSaveCodeCPU, uint16(vcpu))
 	if err != nil {
 		return fmt.Errorf("xen: vCPU %d: %w", vcpu, err)
 	}
@@ -343,7 +344,7 @@ func (d *Driver) InjectPageFault(vcpu introspect.VCPU, va introspect.Va, errorCo
 	if err := errors.Join(d.check(), d.checkVCPU(vcpu)); err != nil {
 		return err
 	}
-	if err := d.hv.injectEvent(vcpu, VectorPageFault, EventTypeHWException, errorCode, 0, uint64(va)); err != nil {
+	if err := d.hv.injectEvent(vcpu, abi.VectorPageFault, abi.EventTypeHWException, errorCode, 0, uint64(va)); err != nil {
 		return fmt.Errorf("xen: inject #PF at %v on vCPU %d: %w", va, vcpu, err)
 	}
 	return nil
@@ -633,7 +634,7 @@ func (d *Driver) DisableMonitor(m driver.Monitor) error {
 // the ring, which it is even when only the notification failed (Xen then
 // sees it with the next one).
 func (d *Driver) put(w WireResponse) (published bool, err error) {
-	var b [ResponseSize]byte
+	var b [abi.ResponseSize]byte
 	w.Encode(&b)
 	if _, err := d.ring.PutResponse(&b); err != nil {
 		return false, fmt.Errorf("xen: %w", err)
@@ -647,11 +648,11 @@ func (d *Driver) put(w WireResponse) (published bool, err error) {
 // echo answers a request that could not be decoded or validated, so the
 // slot accounting stays one response per request and a vCPU paused by it
 // resumes.
-func (d *Driver) echo(raw *[RequestSize]byte) error {
+func (d *Driver) echo(raw *[abi.RequestSize]byte) error {
 	_, err := d.put(WireResponse{
-		Flags:  le.Uint32(raw[offFlags:]) & FlagVCPUPaused,
-		Reason: le.Uint32(raw[offReason:]),
-		VCPU:   le.Uint32(raw[offVCPUID:]),
+		Flags:  le.Uint32(raw[abi.OffFlags:]) & abi.FlagVCPUPaused,
+		Reason: le.Uint32(raw[abi.OffReason:]),
+		VCPU:   le.Uint32(raw[abi.OffVCPUID:]),
 	})
 	return err
 }
@@ -660,7 +661,7 @@ func (d *Driver) echo(raw *[RequestSize]byte) error {
 // empty. Requests that are invalid or of reasons the driver does not report
 // are answered at once and returned as errors.
 func (d *Driver) takeEvent() (*driver.Event, error) {
-	var raw [RequestSize]byte
+	var raw [abi.RequestSize]byte
 	ok, err := d.ring.NextRequest(&raw)
 	if err != nil {
 		return nil, fmt.Errorf("xen: %w", err)
@@ -784,7 +785,7 @@ func (d *Driver) Respond(ev *driver.Event, r driver.Response) error {
 		if err != nil {
 			return fmt.Errorf("xen: %w", err)
 		}
-		if err := d.hv.injectEvent(ev.VCPU, vec, typ, NoErrorCode, n, 0); err != nil {
+		if err := d.hv.injectEvent(ev.VCPU, vec, typ, abi.NoErrorCode, n, 0); err != nil {
 			// Still resume the vCPU; the caller learns the INT3 was lost.
 			injErr = fmt.Errorf("xen: reinject #BP on vCPU %d: %w", ev.VCPU, err)
 		}
@@ -898,7 +899,7 @@ func (d *Driver) drain() error {
 	var errs []error
 	resume := func(q *Request) error {
 		r := driver.Response{}
-		if q.Flags&FlagVCPUPaused != 0 && d.stepping[introspect.VCPU(q.VCPU)] {
+		if q.Flags&abi.FlagVCPUPaused != 0 && d.stepping[introspect.VCPU(q.VCPU)] {
 			r.ToggleSingleStep = true
 		}
 		w, err := BuildResponse(q, r)
@@ -915,8 +916,8 @@ func (d *Driver) drain() error {
 		errs = append(errs, resume(&d.pending[v].req))
 		delete(d.pending, v)
 	}
-	var raw [RequestSize]byte
-	for range 2 * RingEntries {
+	var raw [abi.RequestSize]byte
+	for range 2 * abi.RingEntries {
 		ok, err := d.ring.NextRequest(&raw)
 		if err != nil {
 			errs = append(errs, err)
@@ -934,3 +935,7 @@ func (d *Driver) drain() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxGuestGfn is the largest frame number of a 52-bit guest physical
+// address, the architectural limit on x86-64.
+const maxGuestGfn = 1<<40 - 1

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -31,20 +32,20 @@ func TestDriverPhysicalMemory(t *testing.T) {
 	f := newFakeXen(2, 16)
 	d := newTestDriver(t, f, 3)
 	// A read across three pages.
-	buf := make([]byte, 2*PageSize-10)
-	pa := introspect.Pa(4*PageSize - 5)
+	buf := make([]byte, 2*abi.PageSize-10)
+	pa := introspect.Pa(4*abi.PageSize - 5)
 	if err := d.ReadPhysical(pa, buf); err != nil {
 		t.Fatal(err)
 	}
-	want := append(append(append([]byte{}, f.frames[3][PageSize-5:]...), f.frames[4]...), f.frames[5][:len(buf)-5-PageSize]...)
+	want := append(append(append([]byte{}, f.frames[3][abi.PageSize-5:]...), f.frames[4]...), f.frames[5][:len(buf)-5-abi.PageSize]...)
 	if !bytes.Equal(buf, want) {
 		t.Fatal("read across pages returned wrong bytes")
 	}
 	// A write across a boundary lands in both frames.
-	if err := d.WritePhysical(introspect.Pa(9*PageSize-2), []byte{1, 2, 3, 4}); err != nil {
+	if err := d.WritePhysical(introspect.Pa(9*abi.PageSize-2), []byte{1, 2, 3, 4}); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(f.frames[8][PageSize-2:], []byte{1, 2}) || !bytes.Equal(f.frames[9][:2], []byte{3, 4}) {
+	if !bytes.Equal(f.frames[8][abi.PageSize-2:], []byte{1, 2}) || !bytes.Equal(f.frames[9][:2], []byte{3, 4}) {
 		t.Fatal("write across pages missed")
 	}
 	if f.mapped > 3 {
@@ -134,7 +135,7 @@ func TestDriverEventFlow(t *testing.T) {
 	if err := d.EnableMonitor(driver.MonitorSingleStep); err != nil {
 		t.Fatal(err)
 	}
-	if le.Uint32(f.ring[offReqEvent:]) != 1 || le.Uint32(f.ring[offReqProd:]) != 0 {
+	if le.Uint32(f.ring[abi.OffReqEvent:]) != 1 || le.Uint32(f.ring[abi.OffReqProd:]) != 0 {
 		t.Fatal("ring header not initialised")
 	}
 	view, err := d.CreateView(introspect.AccessRWX)
@@ -143,7 +144,7 @@ func TestDriverEventFlow(t *testing.T) {
 	}
 
 	// Our INT3: fast single-step in the default view, back to our view.
-	push(t, f, reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: uint16(view), reason: ReasonSoftwareBreakpoint, vcpu: 1, insnLen: 1, trapType: EventTypeSWException, rip: 0xfff0})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, view: uint16(view), reason: abi.ReasonSoftwareBreakpoint, vcpu: 1, insnLen: 1, trapType: abi.EventTypeSWException, rip: 0xfff0})
 	ev, err := d.WaitEvent(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +159,7 @@ func TestDriverEventFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	w, _, ok := f.fe.pop(t)
-	if !ok || w.Flags != FlagVCPUPaused|FlagFastSingleStep|FlagAlternateP2M || w.Altp2mIdx != 0 || w.FastSingleStepView != uint16(view) || w.VCPU != 1 {
+	if !ok || w.Flags != abi.FlagVCPUPaused|abi.FlagFastSingleStep|abi.FlagAlternateP2M || w.Altp2mIdx != 0 || w.FastSingleStepView != uint16(view) || w.VCPU != 1 {
 		t.Fatalf("response %+v ok %v", w, ok)
 	}
 	if err := d.Respond(ev, driver.Response{}); err == nil {
@@ -166,7 +167,7 @@ func TestDriverEventFlow(t *testing.T) {
 	}
 
 	// A guest INT3: reinjected with its length.
-	push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1, trapType: EventTypeSWException})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1, trapType: abi.EventTypeSWException})
 	ev, _ = d.WaitEvent(ctx)
 	if err := d.Respond(ev, driver.Response{ReinjectInterrupt: true}); err != nil {
 		t.Fatal(err)
@@ -174,20 +175,20 @@ func TestDriverEventFlow(t *testing.T) {
 	if len(f.injected) != 1 || f.injected[0] != "vcpu=0 vec=3 type=6 ec=0xffffffff len=1 cr2=0x0" {
 		t.Fatalf("injected %v", f.injected)
 	}
-	if w, _, _ := f.fe.pop(t); w.Flags != FlagVCPUPaused {
+	if w, _, _ := f.fe.pop(t); w.Flags != abi.FlagVCPUPaused {
 		t.Fatalf("reinjection response %+v", w)
 	}
 
 	// A bad vCPU id is an error, answered so the ring stays balanced.
-	push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSingleStep, vcpu: 77})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSingleStep, vcpu: 77})
 	if _, err := d.WaitEvent(ctx); !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("bad vCPU: %v", err)
 	}
-	if w, _, ok := f.fe.pop(t); !ok || w.VCPU != 77 || w.Flags != FlagVCPUPaused {
+	if w, _, ok := f.fe.pop(t); !ok || w.VCPU != 77 || w.Flags != abi.FlagVCPUPaused {
 		t.Fatalf("bad request not echoed: %+v %v", w, ok)
 	}
 	// So is an unhandled reason.
-	push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonCPUID, vcpu: 1})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonCPUID, vcpu: 1})
 	if _, err := d.WaitEvent(ctx); !errors.Is(err, ErrUnhandledReason) {
 		t.Fatalf("cpuid: %v", err)
 	}
@@ -201,11 +202,11 @@ func TestDriverEventFlow(t *testing.T) {
 	}
 
 	// A corrupt producer index is an error, not a hang or panic.
-	le.PutUint32(f.ring[offReqProd:], f.fe.reqProd+100)
+	le.PutUint32(f.ring[abi.OffReqProd:], f.fe.reqProd+100)
 	if _, err := d.WaitEvent(ctx); !errors.Is(err, ErrRingCorrupt) {
 		t.Fatalf("corrupt ring: %v", err)
 	}
-	le.PutUint32(f.ring[offReqProd:], f.fe.reqProd)
+	le.PutUint32(f.ring[abi.OffReqProd:], f.fe.reqProd)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -297,16 +298,16 @@ func armed(t *testing.T) (*fakeXen, *Driver) {
 	must(d.SetAccess(v, 3, introspect.AccessX))
 	must(d.SetAccess(introspect.DefaultView, 5, introspect.AccessR))
 	must(d.SwitchView(v))
-	must(d.ReadPhysical(0, make([]byte, 3*PageSize)))
+	must(d.ReadPhysical(0, make([]byte, 3*abi.PageSize)))
 	must(d.Pause())
-	push(t, f, reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: uint16(v), reason: ReasonMemAccess, vcpu: 1, gfn: 10, accessFlags: memAccessW})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, view: uint16(v), reason: abi.ReasonMemAccess, vcpu: 1, gfn: 10, accessFlags: abi.MemAccessW})
 	ev, err := d.WaitEvent(context.Background())
 	must(err)
 	must(d.Respond(ev, driver.Response{ToggleSingleStep: true, SetView: true, View: 0}))
-	push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSingleStep, vcpu: 1})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSingleStep, vcpu: 1})
 	_, err = d.WaitEvent(context.Background()) // handed out, never answered
 	must(err)
-	push(t, f, reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: uint16(v), reason: ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, view: uint16(v), reason: abi.ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1})
 	return f, d
 }
 
@@ -329,10 +330,10 @@ func TestDriverCloseRestoresEverything(t *testing.T) {
 	if len(rsps) != 3 {
 		t.Fatalf("%d responses, want 3: %+v", len(rsps), rsps)
 	}
-	if rsps[1].Flags != FlagVCPUPaused|FlagToggleSingleStep || rsps[1].VCPU != 1 {
+	if rsps[1].Flags != abi.FlagVCPUPaused|abi.FlagToggleSingleStep || rsps[1].VCPU != 1 {
 		t.Fatalf("pending single-step answered with %+v", rsps[1])
 	}
-	if rsps[2].Flags != FlagVCPUPaused || rsps[2].VCPU != 0 || rsps[2].Reason != ReasonSoftwareBreakpoint {
+	if rsps[2].Flags != abi.FlagVCPUPaused || rsps[2].VCPU != 0 || rsps[2].Reason != abi.ReasonSoftwareBreakpoint {
 		t.Fatalf("queued INT3 answered with %+v", rsps[2])
 	}
 	// Order: monitors off before the view goes, views before altp2m off,
@@ -459,7 +460,7 @@ func TestDriverWaitEventNoticesDomainGone(t *testing.T) {
 				t.Fatalf("running domain: %v", err)
 			}
 			// An event queued before the death is still delivered.
-			push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1})
+			push(t, f, reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1})
 			f.state, f.gone = tc.state, tc.gone
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -538,8 +539,8 @@ func TestDriverRespondNotifyFailure(t *testing.T) {
 	if err := d.EnableMonitor(driver.MonitorBreakpoint); err != nil {
 		t.Fatal(err)
 	}
-	push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1})
-	push(t, f, reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, vcpu: 1, insnLen: 1})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSoftwareBreakpoint, vcpu: 0, insnLen: 1})
+	push(t, f, reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSoftwareBreakpoint, vcpu: 1, insnLen: 1})
 	ev0, _ := d.WaitEvent(context.Background())
 	ev1, _ := d.WaitEvent(context.Background())
 	f.fail["notify"] = errors.New("EIO")

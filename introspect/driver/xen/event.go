@@ -8,6 +8,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 var le = binary.LittleEndian
@@ -49,32 +50,32 @@ type Request struct {
 
 // DecodeRequest decodes one ring entry. It checks the interface version and
 // nothing else; Event validates the rest.
-func DecodeRequest(b *[RequestSize]byte) (Request, error) {
+func DecodeRequest(b *[abi.RequestSize]byte) (Request, error) {
 	q := Request{
-		Version:   le.Uint32(b[offVersion:]),
-		Flags:     le.Uint32(b[offFlags:]),
-		Reason:    le.Uint32(b[offReason:]),
-		VCPU:      le.Uint32(b[offVCPUID:]),
-		Altp2mIdx: le.Uint16(b[offAltp2mIdx:]),
+		Version:   le.Uint32(b[abi.OffVersion:]),
+		Flags:     le.Uint32(b[abi.OffFlags:]),
+		Reason:    le.Uint32(b[abi.OffReason:]),
+		VCPU:      le.Uint32(b[abi.OffVCPUID:]),
+		Altp2mIdx: le.Uint16(b[abi.OffAltp2mIdx:]),
 	}
-	if q.Version != InterfaceVersion {
-		return q, fmt.Errorf("%w: interface version %#x, want %#x", ErrBadRequest, q.Version, InterfaceVersion)
+	if q.Version != abi.InterfaceVersion {
+		return q, fmt.Errorf("%w: interface version %#x, want %#x", ErrBadRequest, q.Version, abi.InterfaceVersion)
 	}
-	u := b[offU:offData]
+	u := b[abi.OffU:abi.OffData]
 	switch q.Reason {
-	case ReasonMemAccess:
-		q.GFN = le.Uint64(u[offMemAccessGFN:])
-		q.Offset = le.Uint64(u[offMemAccessOffset:])
-		q.GLA = le.Uint64(u[offMemAccessGLA:])
-		q.AccessFlags = le.Uint32(u[offMemAccessFlags:])
-	case ReasonSingleStep:
-		q.GFN = le.Uint64(u[offSingleStepGFN:])
-	case ReasonSoftwareBreakpoint, ReasonDebugException:
-		q.GFN = le.Uint64(u[offDebugGFN:])
-		q.InsnLength = le.Uint32(u[offDebugInsnLength:])
-		q.TrapType = u[offDebugType]
+	case abi.ReasonMemAccess:
+		q.GFN = le.Uint64(u[abi.OffMemAccessGFN:])
+		q.Offset = le.Uint64(u[abi.OffMemAccessOffset:])
+		q.GLA = le.Uint64(u[abi.OffMemAccessGLA:])
+		q.AccessFlags = le.Uint32(u[abi.OffMemAccessFlags:])
+	case abi.ReasonSingleStep:
+		q.GFN = le.Uint64(u[abi.OffSingleStepGFN:])
+	case abi.ReasonSoftwareBreakpoint, abi.ReasonDebugException:
+		q.GFN = le.Uint64(u[abi.OffDebugGFN:])
+		q.InsnLength = le.Uint32(u[abi.OffDebugInsnLength:])
+		q.TrapType = u[abi.OffDebugType]
 	}
-	decodeRegs(b[offData:offData+regsX86Size], &q)
+	decodeRegs(b[abi.OffData:abi.OffData+abi.RegsX86Size], &q)
 	return q, nil
 }
 
@@ -101,31 +102,31 @@ func ARFromVMX(vmx uint32) uint32 { return vmx&0xff | (vmx>>4)&0xf00 }
 func decodeRegs(d []byte, q *Request) {
 	u64 := func(off int) uint64 { return le.Uint64(d[off:]) }
 	r := &q.Regs
-	r.RAX, r.RCX, r.RDX, r.RBX = u64(offRegsRAX), u64(offRegsRCX), u64(offRegsRDX), u64(offRegsRBX)
-	r.RSP, r.RBP, r.RSI, r.RDI = u64(offRegsRSP), u64(offRegsRBP), u64(offRegsRSI), u64(offRegsRDI)
-	r.R8, r.R9, r.R10, r.R11 = u64(offRegsR8), u64(offRegsR9), u64(offRegsR10), u64(offRegsR11)
-	r.R12, r.R13, r.R14, r.R15 = u64(offRegsR12), u64(offRegsR13), u64(offRegsR14), u64(offRegsR15)
-	r.RFLAGS, r.RIP = u64(offRegsRFLAGS), u64(offRegsRIP)
-	r.CR0, r.CR2, r.CR3, r.CR4 = u64(offRegsCR0), u64(offRegsCR2), u64(offRegsCR3), u64(offRegsCR4)
-	r.SysenterEIP = u64(offRegsSysenterEIP)
-	r.EFER, r.LSTAR = u64(offRegsMsrEFER), u64(offRegsMsrLSTAR)
-	r.FSBase, r.GSBase, r.KernelGSBase = u64(offRegsFSBase), u64(offRegsGSBase), u64(offRegsShadowGS)
+	r.RAX, r.RCX, r.RDX, r.RBX = u64(abi.OffRegsRAX), u64(abi.OffRegsRCX), u64(abi.OffRegsRDX), u64(abi.OffRegsRBX)
+	r.RSP, r.RBP, r.RSI, r.RDI = u64(abi.OffRegsRSP), u64(abi.OffRegsRBP), u64(abi.OffRegsRSI), u64(abi.OffRegsRDI)
+	r.R8, r.R9, r.R10, r.R11 = u64(abi.OffRegsR8), u64(abi.OffRegsR9), u64(abi.OffRegsR10), u64(abi.OffRegsR11)
+	r.R12, r.R13, r.R14, r.R15 = u64(abi.OffRegsR12), u64(abi.OffRegsR13), u64(abi.OffRegsR14), u64(abi.OffRegsR15)
+	r.RFLAGS, r.RIP = u64(abi.OffRegsRFLAGS), u64(abi.OffRegsRIP)
+	r.CR0, r.CR2, r.CR3, r.CR4 = u64(abi.OffRegsCR0), u64(abi.OffRegsCR2), u64(abi.OffRegsCR3), u64(abi.OffRegsCR4)
+	r.SysenterEIP = u64(abi.OffRegsSysenterEIP)
+	r.EFER, r.LSTAR = u64(abi.OffRegsMsrEFER), u64(abi.OffRegsMsrLSTAR)
+	r.FSBase, r.GSBase, r.KernelGSBase = u64(abi.OffRegsFSBase), u64(abi.OffRegsGSBase), u64(abi.OffRegsShadowGS)
 	sel := func(off int) uint16 { return le.Uint16(d[off:]) }
 	ar := func(off int) uint32 { return le.Uint32(d[off:]) }
 	b32 := func(off int) uint64 { return uint64(le.Uint32(d[off:])) }
-	r.CS = selector(ar(offRegsCS), sel(offRegsCSSel), b32(offRegsCSBase))
-	r.SS = selector(ar(offRegsSS), sel(offRegsSSSel), b32(offRegsSSBase))
-	r.DS = selector(ar(offRegsDS), sel(offRegsDSSel), b32(offRegsDSBase))
-	r.ES = selector(ar(offRegsES), sel(offRegsESSel), b32(offRegsESBase))
-	r.FS = selector(ar(offRegsFS), sel(offRegsFSSel), r.FSBase)
-	r.GS = selector(ar(offRegsGS), sel(offRegsGSSel), r.GSBase)
-	q.DR6, q.DR7, q.STAR, q.GDTRBase = u64(offRegsDR6), u64(offRegsDR7), u64(offRegsMsrSTAR), u64(offRegsGDTRBase)
-	q.GDTRLimit = sel(offRegsGDTRLimit)
+	r.CS = selector(ar(abi.OffRegsCS), sel(abi.OffRegsCSSel), b32(abi.OffRegsCSBase))
+	r.SS = selector(ar(abi.OffRegsSS), sel(abi.OffRegsSSSel), b32(abi.OffRegsSSBase))
+	r.DS = selector(ar(abi.OffRegsDS), sel(abi.OffRegsDSSel), b32(abi.OffRegsDSBase))
+	r.ES = selector(ar(abi.OffRegsES), sel(abi.OffRegsESSel), b32(abi.OffRegsESBase))
+	r.FS = selector(ar(abi.OffRegsFS), sel(abi.OffRegsFSSel), r.FSBase)
+	r.GS = selector(ar(abi.OffRegsGS), sel(abi.OffRegsGSSel), r.GSBase)
+	q.DR6, q.DR7, q.STAR, q.GDTRBase = u64(abi.OffRegsDR6), u64(abi.OffRegsDR7), u64(abi.OffRegsMsrSTAR), u64(abi.OffRegsGDTRBase)
+	q.GDTRLimit = sel(abi.OffRegsGDTRLimit)
 }
 
 // View returns the altp2m view the vCPU was in when the event happened.
 func (q *Request) View() introspect.View {
-	if q.Flags&FlagAlternateP2M != 0 {
+	if q.Flags&abi.FlagAlternateP2M != 0 {
 		return introspect.View(q.Altp2mIdx)
 	}
 	return introspect.DefaultView
@@ -140,8 +141,8 @@ func (q *Request) Event(nvcpus int) (*driver.Event, error) {
 	}
 	ev := &driver.Event{VCPU: introspect.VCPU(q.VCPU), View: q.View(), Regs: q.Regs}
 	switch q.Reason {
-	case ReasonMemAccess:
-		if q.Offset >= PageSize {
+	case abi.ReasonMemAccess:
+		if q.Offset >= abi.PageSize {
 			return nil, fmt.Errorf("%w: mem_access offset %#x", ErrBadRequest, q.Offset)
 		}
 		if q.GFN > maxGuestGfn {
@@ -149,21 +150,21 @@ func (q *Request) Event(nvcpus int) (*driver.Event, error) {
 		}
 		ev.Reason = driver.ReasonMemoryAccess
 		ev.GPA = introspect.Gfn(q.GFN).Pa() + introspect.Pa(q.Offset)
-		if q.AccessFlags&memAccessGLAValid != 0 {
+		if q.AccessFlags&abi.MemAccessGLAValid != 0 {
 			ev.GVA = introspect.Va(q.GLA)
 		}
-		ev.Access = introspect.Access(q.AccessFlags & (memAccessR | memAccessW | memAccessX))
+		ev.Access = introspect.Access(q.AccessFlags & (abi.MemAccessR | abi.MemAccessW | abi.MemAccessX))
 		if ev.Access == introspect.AccessNone {
 			return nil, fmt.Errorf("%w: mem_access without R, W or X", ErrBadRequest)
 		}
-	case ReasonSoftwareBreakpoint:
+	case abi.ReasonSoftwareBreakpoint:
 		if q.InsnLength == 0 || q.InsnLength > 15 {
 			return nil, fmt.Errorf("%w: breakpoint instruction length %d", ErrBadRequest, q.InsnLength)
 		}
 		ev.Reason = driver.ReasonInterrupt
-		ev.Vector = VectorBreakpoint
+		ev.Vector = abi.VectorBreakpoint
 		ev.InstructionLength = uint8(q.InsnLength)
-	case ReasonSingleStep:
+	case abi.ReasonSingleStep:
 		ev.Reason = driver.ReasonSingleStep
 	default:
 		return nil, fmt.Errorf("%w: reason %d", ErrUnhandledReason, q.Reason)
@@ -175,7 +176,7 @@ func (q *Request) Event(nvcpus int) (*driver.Event, error) {
 // deliver the request's software breakpoint to the guest: vector, event
 // type and instruction length.
 func (q *Request) Reinjection() (vector, typ, insnLen uint8, err error) {
-	if q.Reason != ReasonSoftwareBreakpoint {
+	if q.Reason != abi.ReasonSoftwareBreakpoint {
 		return 0, 0, 0, fmt.Errorf("reinject: event reason %d is not a software breakpoint", q.Reason)
 	}
 	if q.InsnLength == 0 || q.InsnLength > 15 {
@@ -185,9 +186,9 @@ func (q *Request) Reinjection() (vector, typ, insnLen uint8, err error) {
 	if typ == 0 {
 		// Xen always reports INT3 as a software exception; be explicit
 		// if a request leaves it unset.
-		typ = EventTypeSWException
+		typ = abi.EventTypeSWException
 	}
-	return VectorBreakpoint, typ, uint8(q.InsnLength), nil
+	return abi.VectorBreakpoint, typ, uint8(q.InsnLength), nil
 }
 
 // WireResponse is a vm_event response before encoding.
@@ -199,7 +200,7 @@ type WireResponse struct {
 	// FastSingleStepView is u.fast_singlestep.p2midx: the view Xen switches
 	// the vCPU to after the fast single-step.
 	FastSingleStepView uint16
-	// Regs is written to data.regs.x86 when Flags has FlagSetRegisters.
+	// Regs is written to data.regs.x86 when Flags has abi.FlagSetRegisters.
 	Regs *Request
 }
 
@@ -216,8 +217,8 @@ type WireResponse struct {
 // ignores them otherwise, so asking for them on an asynchronous event is an
 // error here.
 func BuildResponse(q *Request, r driver.Response) (WireResponse, error) {
-	w := WireResponse{Flags: q.Flags & FlagVCPUPaused, Reason: q.Reason, VCPU: q.VCPU}
-	paused := q.Flags&FlagVCPUPaused != 0
+	w := WireResponse{Flags: q.Flags & abi.FlagVCPUPaused, Reason: q.Reason, VCPU: q.VCPU}
+	paused := q.Flags&abi.FlagVCPUPaused != 0
 	if (r.FastSingleStep || r.ToggleSingleStep || r.SetView || r.Registers != nil) && !paused {
 		return w, fmt.Errorf("response to vm_event reason %d: vCPU %d was not paused by the event", q.Reason, q.VCPU)
 	}
@@ -225,86 +226,86 @@ func BuildResponse(q *Request, r driver.Response) (WireResponse, error) {
 		return w, errors.New("response: fast single-step and single-step toggle are exclusive")
 	}
 	if r.SetView {
-		w.Flags |= FlagAlternateP2M
+		w.Flags |= abi.FlagAlternateP2M
 		w.Altp2mIdx = uint16(r.View)
 	}
 	if r.FastSingleStep {
-		w.Flags |= FlagFastSingleStep
+		w.Flags |= abi.FlagFastSingleStep
 		w.FastSingleStepView = uint16(q.View())
 	}
 	if r.ToggleSingleStep {
-		w.Flags |= FlagToggleSingleStep
+		w.Flags |= abi.FlagToggleSingleStep
 	}
 	if r.Registers != nil {
 		regs := *q
 		regs.Regs = *r.Registers
 		w.Regs = &regs
-		w.Flags |= FlagSetRegisters
+		w.Flags |= abi.FlagSetRegisters
 	}
 	return w, nil
 }
 
 // Encode writes the response in vm_event_response_t layout into b.
-func (w *WireResponse) Encode(b *[ResponseSize]byte) {
+func (w *WireResponse) Encode(b *[abi.ResponseSize]byte) {
 	clear(b[:])
-	le.PutUint32(b[offVersion:], InterfaceVersion)
-	le.PutUint32(b[offFlags:], w.Flags)
-	le.PutUint32(b[offReason:], w.Reason)
-	le.PutUint32(b[offVCPUID:], w.VCPU)
-	le.PutUint16(b[offAltp2mIdx:], w.Altp2mIdx)
-	if w.Flags&FlagFastSingleStep != 0 {
-		le.PutUint16(b[offU+offFastSingleStepP2MIdx:], w.FastSingleStepView)
+	le.PutUint32(b[abi.OffVersion:], abi.InterfaceVersion)
+	le.PutUint32(b[abi.OffFlags:], w.Flags)
+	le.PutUint32(b[abi.OffReason:], w.Reason)
+	le.PutUint32(b[abi.OffVCPUID:], w.VCPU)
+	le.PutUint16(b[abi.OffAltp2mIdx:], w.Altp2mIdx)
+	if w.Flags&abi.FlagFastSingleStep != 0 {
+		le.PutUint16(b[abi.OffU+abi.OffFastSingleStepP2MIdx:], w.FastSingleStepView)
 	}
 	if w.Regs != nil {
-		encodeRegs(b[offData:offData+regsX86Size], w.Regs)
+		encodeRegs(b[abi.OffData:abi.OffData+abi.RegsX86Size], w.Regs)
 	}
 }
 
 func encodeRegs(d []byte, q *Request) {
 	p64 := func(off int, v uint64) { le.PutUint64(d[off:], v) }
 	r := &q.Regs
-	p64(offRegsRAX, r.RAX)
-	p64(offRegsRCX, r.RCX)
-	p64(offRegsRDX, r.RDX)
-	p64(offRegsRBX, r.RBX)
-	p64(offRegsRSP, r.RSP)
-	p64(offRegsRBP, r.RBP)
-	p64(offRegsRSI, r.RSI)
-	p64(offRegsRDI, r.RDI)
-	p64(offRegsR8, r.R8)
-	p64(offRegsR9, r.R9)
-	p64(offRegsR10, r.R10)
-	p64(offRegsR11, r.R11)
-	p64(offRegsR12, r.R12)
-	p64(offRegsR13, r.R13)
-	p64(offRegsR14, r.R14)
-	p64(offRegsR15, r.R15)
-	p64(offRegsRFLAGS, r.RFLAGS)
-	p64(offRegsDR6, q.DR6)
-	p64(offRegsDR7, q.DR7)
-	p64(offRegsRIP, r.RIP)
-	p64(offRegsCR0, r.CR0)
-	p64(offRegsCR2, r.CR2)
-	p64(offRegsCR3, r.CR3)
-	p64(offRegsCR4, r.CR4)
-	p64(offRegsSysenterEIP, r.SysenterEIP)
-	p64(offRegsMsrEFER, r.EFER)
-	p64(offRegsMsrSTAR, q.STAR)
-	p64(offRegsMsrLSTAR, r.LSTAR)
-	p64(offRegsGDTRBase, q.GDTRBase)
-	p64(offRegsFSBase, r.FSBase)
-	p64(offRegsGSBase, r.GSBase)
-	p64(offRegsShadowGS, r.KernelGSBase)
+	p64(abi.OffRegsRAX, r.RAX)
+	p64(abi.OffRegsRCX, r.RCX)
+	p64(abi.OffRegsRDX, r.RDX)
+	p64(abi.OffRegsRBX, r.RBX)
+	p64(abi.OffRegsRSP, r.RSP)
+	p64(abi.OffRegsRBP, r.RBP)
+	p64(abi.OffRegsRSI, r.RSI)
+	p64(abi.OffRegsRDI, r.RDI)
+	p64(abi.OffRegsR8, r.R8)
+	p64(abi.OffRegsR9, r.R9)
+	p64(abi.OffRegsR10, r.R10)
+	p64(abi.OffRegsR11, r.R11)
+	p64(abi.OffRegsR12, r.R12)
+	p64(abi.OffRegsR13, r.R13)
+	p64(abi.OffRegsR14, r.R14)
+	p64(abi.OffRegsR15, r.R15)
+	p64(abi.OffRegsRFLAGS, r.RFLAGS)
+	p64(abi.OffRegsDR6, q.DR6)
+	p64(abi.OffRegsDR7, q.DR7)
+	p64(abi.OffRegsRIP, r.RIP)
+	p64(abi.OffRegsCR0, r.CR0)
+	p64(abi.OffRegsCR2, r.CR2)
+	p64(abi.OffRegsCR3, r.CR3)
+	p64(abi.OffRegsCR4, r.CR4)
+	p64(abi.OffRegsSysenterEIP, r.SysenterEIP)
+	p64(abi.OffRegsMsrEFER, r.EFER)
+	p64(abi.OffRegsMsrSTAR, q.STAR)
+	p64(abi.OffRegsMsrLSTAR, r.LSTAR)
+	p64(abi.OffRegsGDTRBase, q.GDTRBase)
+	p64(abi.OffRegsFSBase, r.FSBase)
+	p64(abi.OffRegsGSBase, r.GSBase)
+	p64(abi.OffRegsShadowGS, r.KernelGSBase)
 	segs := []struct {
 		s                      amd64.Segment
 		offAR, offSel, offBase int
 	}{
-		{r.CS, offRegsCS, offRegsCSSel, offRegsCSBase},
-		{r.SS, offRegsSS, offRegsSSSel, offRegsSSBase},
-		{r.DS, offRegsDS, offRegsDSSel, offRegsDSBase},
-		{r.ES, offRegsES, offRegsESSel, offRegsESBase},
-		{r.FS, offRegsFS, offRegsFSSel, -1},
-		{r.GS, offRegsGS, offRegsGSSel, -1},
+		{r.CS, abi.OffRegsCS, abi.OffRegsCSSel, abi.OffRegsCSBase},
+		{r.SS, abi.OffRegsSS, abi.OffRegsSSSel, abi.OffRegsSSBase},
+		{r.DS, abi.OffRegsDS, abi.OffRegsDSSel, abi.OffRegsDSBase},
+		{r.ES, abi.OffRegsES, abi.OffRegsESSel, abi.OffRegsESBase},
+		{r.FS, abi.OffRegsFS, abi.OffRegsFSSel, -1},
+		{r.GS, abi.OffRegsGS, abi.OffRegsGSSel, -1},
 	}
 	for _, s := range segs {
 		ar := ARFromVMX(s.s.Attr)
@@ -318,5 +319,5 @@ func encodeRegs(d []byte, q *Request) {
 			le.PutUint32(d[s.offBase:], uint32(s.s.Base))
 		}
 	}
-	le.PutUint16(d[offRegsGDTRLimit:], q.GDTRLimit)
+	le.PutUint16(d[abi.OffRegsGDTRLimit:], q.GDTRLimit)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 // fakeXen is a hypervisor for tests: guest frames in Go memory, a ring page
@@ -47,13 +48,13 @@ type fakeXen struct {
 
 var (
 	patternPage = func() []byte {
-		p := make([]byte, PageSize+7)
+		p := make([]byte, abi.PageSize+7)
 		for i := range p {
 			p[i] = byte(i*7 + i>>8)
 		}
 		return p
 	}()
-	garbagePage = bytes.Repeat([]byte{0xee}, PageSize)
+	garbagePage = bytes.Repeat([]byte{0xee}, abi.PageSize)
 )
 
 func newFakeXen(nvcpus int, frames int) *fakeXen {
@@ -67,15 +68,15 @@ func newFakeXen(nvcpus int, frames int) *fakeXen {
 	for g := range introspect.Gfn(frames) {
 		// Distinct contents per frame, without a per-byte loop (which
 		// fuzzing's coverage counters would make slow).
-		p := make([]byte, PageSize)
+		p := make([]byte, abi.PageSize)
 		copy(p, patternPage[g%7:])
 		f.frames[g] = p
 	}
 	f.maxGfn_ = introspect.Gfn(frames - 1)
 	for i := range nvcpus {
-		rec := make([]byte, hvmCPUSize)
-		le.PutUint64(rec[offCPURIP:], 0x1000+uint64(i))
-		le.PutUint64(rec[offCPUCR3:], 0x1aa000)
+		rec := make([]byte, abi.HVMCPUSize)
+		le.PutUint64(rec[abi.OffCPURIP:], 0x1000+uint64(i))
+		le.PutUint64(rec[abi.OffCPUCR3:], 0x1aa000)
 		f.cpus = append(f.cpus, rec)
 	}
 	return f
@@ -157,9 +158,9 @@ func (f *fakeXen) hvmContext(limit int) ([]byte, error) {
 	var ctx []byte
 	ctx = append(ctx, saveRecord(1, 0, make([]byte, 24))...)
 	for i, rec := range f.cpus {
-		ctx = append(ctx, saveRecord(HVMSaveCodeCPU, uint16(i), rec)...)
+		ctx = append(ctx, saveRecord(abi.HVMSaveCodeCPU, uint16(i), rec)...)
 	}
-	ctx = append(ctx, saveRecord(hvmSaveCodeEnd, 0, nil)...)
+	ctx = append(ctx, saveRecord(abi.HVMSaveCodeEnd, 0, nil)...)
 	if len(ctx) > limit {
 		return nil, errors.New("fake: context too large")
 	}
@@ -171,7 +172,7 @@ func (f *fakeXen) setHVMContext(ctx []byte) error {
 		return err
 	}
 	for i := range f.cpus {
-		rec, err := FindSaveRecord(ctx, HVMSaveCodeCPU, uint16(i))
+		rec, err := FindSaveRecord(ctx, abi.HVMSaveCodeCPU, uint16(i))
 		if err != nil {
 			return err
 		}
@@ -187,7 +188,7 @@ func (f *fakeXen) monitorEnable() ([]byte, error) {
 	if f.ring != nil {
 		return nil, errors.New("fake: EBUSY")
 	}
-	f.ring = make([]byte, PageSize)
+	f.ring = make([]byte, abi.PageSize)
 	copy(f.ring, garbagePage) // SHARED_RING_INIT must set up the header
 	f.fe = &frontEnd{page: f.ring}
 	return f.ring, nil
@@ -314,7 +315,7 @@ func (f *fakeXen) populate(gfn introspect.Gfn) error {
 	if _, ok := f.frames[gfn]; ok {
 		return errors.New("fake: frame exists")
 	}
-	f.frames[gfn] = make([]byte, PageSize)
+	f.frames[gfn] = make([]byte, abi.PageSize)
 	f.maxGfn_ = max(f.maxGfn_, gfn)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 // FuzzRing drives the back end over an arbitrary shared page: the first 8
@@ -20,9 +21,9 @@ func FuzzRing(f *testing.F) {
 	r, _ := NewBackRing(page)
 	r.InitShared()
 	fe := &frontEnd{page: page}
-	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: 1, reason: ReasonSoftwareBreakpoint, insnLen: 1, trapType: EventTypeSWException}))
-	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonMemAccess, vcpu: 1, gfn: 0x100, offset: 8, accessFlags: memAccessR | memAccessGLAValid}))
-	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonSingleStep, vcpu: 5}))
+	fe.push(f, encodeRequest(reqSpec{flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, view: 1, reason: abi.ReasonSoftwareBreakpoint, insnLen: 1, trapType: abi.EventTypeSWException}))
+	fe.push(f, encodeRequest(reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonMemAccess, vcpu: 1, gfn: 0x100, offset: 8, accessFlags: abi.MemAccessR | abi.MemAccessGLAValid}))
+	fe.push(f, encodeRequest(reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSingleStep, vcpu: 5}))
 	f.Add(append(make([]byte, 8), page...))
 	f.Add([]byte{})
 	f.Add(append([]byte{0xff, 0xff, 0xff, 0xff, 0xf8, 0xff, 0xff, 0xff}, page...))
@@ -45,10 +46,10 @@ func FuzzRing(f *testing.F) {
 			}
 			return
 		}
-		var in [RequestSize]byte
-		var out [ResponseSize]byte
+		var in [abi.RequestSize]byte
+		var out [abi.ResponseSize]byte
 		handled := 0
-		for handled <= 2*RingEntries {
+		for handled <= 2*abi.RingEntries {
 			ok, err := r.NextRequest(&in)
 			if err != nil {
 				if !errors.Is(err, ErrRingCorrupt) {
@@ -80,8 +81,8 @@ func FuzzRing(f *testing.F) {
 				t.Fatalf("PutResponse after consuming: %v", err)
 			}
 		}
-		if handled > RingEntries {
-			t.Fatalf("consumed %d requests from a ring of %d without new requests", handled, RingEntries)
+		if handled > abi.RingEntries {
+			t.Fatalf("consumed %d requests from a ring of %d without new requests", handled, abi.RingEntries)
 		}
 		r.FinalCheck()
 	})
@@ -90,10 +91,10 @@ func FuzzRing(f *testing.F) {
 // FuzzDecodeRequest decodes one arbitrary entry and checks that accepted
 // events respect their invariants.
 func FuzzDecodeRequest(f *testing.F) {
-	f.Add(encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonSoftwareBreakpoint, insnLen: 1})[:])
-	f.Add(encodeRequest(reqSpec{reason: ReasonMemAccess, gfn: 1, offset: 4095, accessFlags: 7})[:])
+	f.Add(encodeRequest(reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSoftwareBreakpoint, insnLen: 1})[:])
+	f.Add(encodeRequest(reqSpec{reason: abi.ReasonMemAccess, gfn: 1, offset: 4095, accessFlags: 7})[:])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var b [RequestSize]byte
+		var b [abi.RequestSize]byte
 		copy(b[:], data)
 		q, err := DecodeRequest(&b)
 		if err != nil {
@@ -117,10 +118,10 @@ func FuzzDecodeRequest(f *testing.F) {
 
 // FuzzFindSaveRecord walks arbitrary HVM context blobs.
 func FuzzFindSaveRecord(f *testing.F) {
-	f.Add(append(saveRecord(HVMSaveCodeCPU, 0, make([]byte, hvmCPUSize)), saveRecord(0, 0, nil)...), uint16(0))
+	f.Add(append(saveRecord(abi.HVMSaveCodeCPU, 0, make([]byte, abi.HVMCPUSize)), saveRecord(0, 0, nil)...), uint16(0))
 	f.Add([]byte{2, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, uint16(0))
 	f.Fuzz(func(t *testing.T, ctx []byte, inst uint16) {
-		rec, err := FindSaveRecord(ctx, HVMSaveCodeCPU, inst)
+		rec, err := FindSaveRecord(ctx, abi.HVMSaveCodeCPU, inst)
 		if err != nil {
 			return
 		}
@@ -140,10 +141,10 @@ func FuzzDriverRing(f *testing.F) {
 	r, _ := NewBackRing(page)
 	r.InitShared()
 	fe := &frontEnd{page: page}
-	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: 1, reason: ReasonSoftwareBreakpoint, insnLen: 1, trapType: EventTypeSWException}))
-	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonMemAccess, vcpu: 1, gfn: 3, accessFlags: memAccessW}))
-	fe.push(f, encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonSingleStep, vcpu: 9}))
-	fe.push(f, encodeRequest(reqSpec{reason: ReasonMemAccess, vcpu: 0, gfn: 3, accessFlags: memAccessR}))
+	fe.push(f, encodeRequest(reqSpec{flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, view: 1, reason: abi.ReasonSoftwareBreakpoint, insnLen: 1, trapType: abi.EventTypeSWException}))
+	fe.push(f, encodeRequest(reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonMemAccess, vcpu: 1, gfn: 3, accessFlags: abi.MemAccessW}))
+	fe.push(f, encodeRequest(reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSingleStep, vcpu: 9}))
+	fe.push(f, encodeRequest(reqSpec{reason: abi.ReasonMemAccess, vcpu: 0, gfn: 3, accessFlags: abi.MemAccessR}))
 	f.Add(page, uint8(0))
 	f.Add(page, uint8(0xff))
 	f.Fuzz(runDriverRing)
@@ -170,7 +171,7 @@ func runDriverRing(t *testing.T, data []byte, pick uint8) {
 		{Registers: &amd64.Registers{RIP: 1}},
 	}
 	ctx := context.Background()
-	for i := range 2 * RingEntries {
+	for i := range 2 * abi.RingEntries {
 		if n, err := ring.Unconsumed(); err != nil || n == 0 {
 			break
 		}

@@ -3,10 +3,12 @@ package xen
 import (
 	"errors"
 	"testing"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 func saveRecord(code, inst uint16, payload []byte) []byte {
-	b := make([]byte, hvmSaveDescSize, hvmSaveDescSize+len(payload))
+	b := make([]byte, abi.HVMSaveDescSize, abi.HVMSaveDescSize+len(payload))
 	le.PutUint16(b, code)
 	le.PutUint16(b[2:], inst)
 	le.PutUint32(b[4:], uint32(len(payload)))
@@ -17,13 +19,13 @@ func TestFindSaveRecord(t *testing.T) {
 	var ctx []byte
 	ctx = append(ctx, saveRecord(1, 0, make([]byte, 24))...) // HEADER
 	for i := range 3 {
-		cpu := make([]byte, hvmCPUSize)
-		le.PutUint64(cpu[offCPURIP:], uint64(0x1000+i))
-		ctx = append(ctx, saveRecord(HVMSaveCodeCPU, uint16(i), cpu)...)
+		cpu := make([]byte, abi.HVMCPUSize)
+		le.PutUint64(cpu[abi.OffCPURIP:], uint64(0x1000+i))
+		ctx = append(ctx, saveRecord(abi.HVMSaveCodeCPU, uint16(i), cpu)...)
 	}
-	ctx = append(ctx, saveRecord(hvmSaveCodeEnd, 0, nil)...)
+	ctx = append(ctx, saveRecord(abi.HVMSaveCodeEnd, 0, nil)...)
 	for i := range 3 {
-		rec, err := FindSaveRecord(ctx, HVMSaveCodeCPU, uint16(i))
+		rec, err := FindSaveRecord(ctx, abi.HVMSaveCodeCPU, uint16(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,13 +34,13 @@ func TestFindSaveRecord(t *testing.T) {
 			t.Fatalf("vcpu %d: rip %#x err %v", i, regs.RIP, err)
 		}
 	}
-	if _, err := FindSaveRecord(ctx, HVMSaveCodeCPU, 3); !errors.Is(err, ErrNoSaveRecord) {
+	if _, err := FindSaveRecord(ctx, abi.HVMSaveCodeCPU, 3); !errors.Is(err, ErrNoSaveRecord) {
 		t.Fatalf("missing instance: %v", err)
 	}
 	// A length that overruns the blob.
-	bad := saveRecord(HVMSaveCodeCPU, 0, make([]byte, 16))
+	bad := saveRecord(abi.HVMSaveCodeCPU, 0, make([]byte, 16))
 	le.PutUint32(bad[4:], 1<<31)
-	if _, err := FindSaveRecord(bad, HVMSaveCodeCPU, 1); err == nil || errors.Is(err, ErrNoSaveRecord) {
+	if _, err := FindSaveRecord(bad, abi.HVMSaveCodeCPU, 1); err == nil || errors.Is(err, ErrNoSaveRecord) {
 		t.Fatalf("overrun: %v", err)
 	}
 	if _, err := FindSaveRecord(ctx[:5], 2, 0); err == nil {
@@ -51,7 +53,7 @@ func TestFindSaveRecord(t *testing.T) {
 
 func TestHVMCPURoundTrip(t *testing.T) {
 	regs := sampleRegs()
-	rec := make([]byte, hvmCPUSize)
+	rec := make([]byte, abi.HVMCPUSize)
 	for i := range rec {
 		rec[i] = 0xa5 // fields we do not own must survive
 	}
@@ -65,7 +67,7 @@ func TestHVMCPURoundTrip(t *testing.T) {
 	if got != regs {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, regs)
 	}
-	for _, off := range []int{0, 511, offCPUDR0, offCPUMsrSTAR, offCPUMsrCSTAR, hvmCPUSize - 1} {
+	for _, off := range []int{0, 511, abi.OffCPUDR0, abi.OffCPUMsrSTAR, abi.OffCPUMsrCSTAR, abi.HVMCPUSize - 1} {
 		if rec[off] != 0xa5 {
 			t.Fatalf("byte %d not owned by Registers was changed", off)
 		}

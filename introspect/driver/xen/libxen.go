@@ -25,6 +25,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 // LookupDomain returns the id of the domain named name in XenStore
@@ -193,7 +194,7 @@ func (x *libxen) mapFrame(gfn introspect.Gfn, write bool) ([]byte, error) {
 		}
 		return nil, syscall.Errno(perr)
 	}
-	return unsafe.Slice((*byte)(addr), PageSize), nil
+	return unsafe.Slice((*byte)(addr), abi.PageSize), nil
 }
 
 func (x *libxen) unmapFrame(page []byte) error {
@@ -202,7 +203,7 @@ func (x *libxen) unmapFrame(page []byte) error {
 }
 
 func (x *libxen) hvmCPU(vcpu introspect.VCPU, dst []byte) error {
-	rc, cerr := C.xc_domain_hvm_getcontext_partial(x.xch, x.domid, HVMSaveCodeCPU, C.uint16_t(vcpu), unsafe.Pointer(&dst[0]), C.uint32_t(len(dst)))
+	rc, cerr := C.xc_domain_hvm_getcontext_partial(x.xch, x.domid, abi.HVMSaveCodeCPU, C.uint16_t(vcpu), unsafe.Pointer(&dst[0]), C.uint32_t(len(dst)))
 	return errno(rc, cerr)
 }
 
@@ -252,7 +253,7 @@ func (x *libxen) monitorEnable() (page []byte, err error) {
 		return nil, fmt.Errorf("bind event channel %d: %w", port, cerr)
 	}
 	x.localPort = lp
-	return unsafe.Slice((*byte)(p), PageSize), nil
+	return unsafe.Slice((*byte)(p), abi.PageSize), nil
 }
 
 func (x *libxen) monitorDisable() error {
@@ -275,7 +276,7 @@ func (x *libxen) monitorDisable() error {
 		if err := errno(rc3, cerr3); err != nil {
 			errs = append(errs, fmt.Errorf("xc_monitor_disable: %w", err))
 		}
-		rc4, cerr4 := C.munmap(x.ringPage, PageSize)
+		rc4, cerr4 := C.munmap(x.ringPage, abi.PageSize)
 		if err := errno(rc4, cerr4); err != nil {
 			errs = append(errs, fmt.Errorf("unmap ring page: %w", err))
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 // ErrRingCorrupt is returned (wrapped) when the shared ring's indexes are
@@ -31,28 +33,28 @@ type BackRing struct {
 	rspProdPvt uint32 // next response slot
 }
 
-// NewBackRing attaches to a ring page of PageSize bytes (aligned to 4
+// NewBackRing attaches to a ring page of abi.PageSize bytes (aligned to 4
 // bytes) at index 0, as BACK_RING_INIT does. It does not change the page;
 // call InitShared on a ring that Xen has just set up.
 func NewBackRing(page []byte) (*BackRing, error) {
-	if len(page) < PageSize {
-		return nil, fmt.Errorf("vm_event ring page is %d bytes, want %d", len(page), PageSize)
+	if len(page) < abi.PageSize {
+		return nil, fmt.Errorf("vm_event ring page is %d bytes, want %d", len(page), abi.PageSize)
 	}
 	if uintptr(unsafe.Pointer(&page[0]))%4 != 0 {
 		return nil, errors.New("vm_event ring page is not 4-byte aligned")
 	}
-	return &BackRing{page: page[:PageSize]}, nil
+	return &BackRing{page: page[:abi.PageSize]}, nil
 }
 
 // InitShared resets the shared header as SHARED_RING_INIT does: producers
 // at 0, event thresholds at 1, private padding cleared. Xen's xen-access
 // does this right after xc_monitor_enable.
 func (r *BackRing) InitShared() {
-	r.store(offReqProd, 0)
-	r.store(offRspProd, 0)
-	r.store(offReqEvent, 1)
-	r.store(offRspEvent, 1)
-	clear(r.page[offPvt:ringHdrSize])
+	r.store(abi.OffReqProd, 0)
+	r.store(abi.OffRspProd, 0)
+	r.store(abi.OffReqEvent, 1)
+	r.store(abi.OffRspEvent, 1)
+	clear(r.page[abi.OffPvt:abi.RingHdrSize])
 	r.reqCons, r.rspProdPvt = 0, 0
 }
 
@@ -70,7 +72,7 @@ func (r *BackRing) Indexes() (reqCons, rspProdPvt uint32) { return r.reqCons, r.
 // meant for tests and for attaching to a ring in use; the values are
 // checked against each other.
 func (r *BackRing) SetIndexes(reqCons, rspProdPvt uint32) error {
-	if reqCons-rspProdPvt > RingEntries {
+	if reqCons-rspProdPvt > abi.RingEntries {
 		return fmt.Errorf("%w: req_cons %d is %d past rsp_prod_pvt %d", ErrRingCorrupt, reqCons, reqCons-rspProdPvt, rspProdPvt)
 	}
 	r.reqCons, r.rspProdPvt = reqCons, rspProdPvt
@@ -81,36 +83,36 @@ func (r *BackRing) SetIndexes(reqCons, rspProdPvt uint32) error {
 // (XEN_RING_NR_UNCONSUMED_REQUESTS). A producer index that claims more
 // requests than fit (RING_REQUEST_PROD_OVERFLOW) is an error.
 func (r *BackRing) Unconsumed() (int, error) {
-	prod := r.load(offReqProd)
-	if prod-r.rspProdPvt > RingEntries {
-		return 0, fmt.Errorf("%w: req_prod %d, rsp_prod_pvt %d, ring of %d", ErrRingCorrupt, prod, r.rspProdPvt, RingEntries)
+	prod := r.load(abi.OffReqProd)
+	if prod-r.rspProdPvt > abi.RingEntries {
+		return 0, fmt.Errorf("%w: req_prod %d, rsp_prod_pvt %d, ring of %d", ErrRingCorrupt, prod, r.rspProdPvt, abi.RingEntries)
 	}
 	req := prod - r.reqCons
-	if req > RingEntries {
+	if req > abi.RingEntries {
 		// prod is behind our consumer: it went backwards.
 		return 0, fmt.Errorf("%w: req_prod %d behind req_cons %d", ErrRingCorrupt, prod, r.reqCons)
 	}
-	free := RingEntries - (r.reqCons - r.rspProdPvt)
+	free := abi.RingEntries - (r.reqCons - r.rspProdPvt)
 	return int(min(req, free)), nil
 }
 
 // Outstanding returns how many consumed requests have no response yet.
 func (r *BackRing) Outstanding() int { return int(r.reqCons - r.rspProdPvt) }
 
-func slot(idx uint32) int { return ringHdrSize + int(idx&(RingEntries-1))*EntrySize }
+func slot(idx uint32) int { return abi.RingHdrSize + int(idx&(abi.RingEntries-1))*abi.EntrySize }
 
 // NextRequest copies the next request into dst and consumes it. It returns
 // false when the ring is empty. After consuming it asks for a notification
 // on the next request (req_event = req_cons + 1), as xen-access does.
-func (r *BackRing) NextRequest(dst *[RequestSize]byte) (bool, error) {
+func (r *BackRing) NextRequest(dst *[abi.RequestSize]byte) (bool, error) {
 	n, err := r.Unconsumed()
 	if err != nil || n == 0 {
 		return false, err
 	}
 	off := slot(r.reqCons)
-	copy(dst[:], r.page[off:off+EntrySize])
+	copy(dst[:], r.page[off:off+abi.EntrySize])
 	r.reqCons++
-	r.store(offReqEvent, r.reqCons+1)
+	r.store(abi.OffReqEvent, r.reqCons+1)
 	return true, nil
 }
 
@@ -118,16 +120,16 @@ func (r *BackRing) NextRequest(dst *[RequestSize]byte) (bool, error) {
 // (RING_PUSH_RESPONSES). It reports whether the other end asked to be
 // notified (RING_PUSH_RESPONSES_AND_CHECK_NOTIFY); Xen's vm_event code
 // checks the ring on every notification, so callers notify regardless.
-func (r *BackRing) PutResponse(src *[ResponseSize]byte) (notify bool, err error) {
+func (r *BackRing) PutResponse(src *[abi.ResponseSize]byte) (notify bool, err error) {
 	if r.reqCons == r.rspProdPvt {
 		return false, ErrRingNoSlot
 	}
 	off := slot(r.rspProdPvt)
-	copy(r.page[off:off+EntrySize], src[:])
+	copy(r.page[off:off+abi.EntrySize], src[:])
 	r.rspProdPvt++
-	old := r.load(offRspProd)
-	r.store(offRspProd, r.rspProdPvt)
-	ev := r.load(offRspEvent)
+	old := r.load(abi.OffRspProd)
+	r.store(abi.OffRspProd, r.rspProdPvt)
+	ev := r.load(abi.OffRspEvent)
 	return r.rspProdPvt-ev < r.rspProdPvt-old, nil
 }
 
@@ -138,7 +140,7 @@ func (r *BackRing) FinalCheck() (bool, error) {
 	if err != nil || n > 0 {
 		return n > 0, err
 	}
-	r.store(offReqEvent, r.reqCons+1)
+	r.store(abi.OffReqEvent, r.reqCons+1)
 	n, err = r.Unconsumed()
 	return n > 0, err
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen/internal/abi"
 )
 
 // frontEnd plays Xen's side of the ring in tests, using the same layout
@@ -18,31 +19,31 @@ type frontEnd struct {
 	rspCons uint32
 }
 
-func newPage() []byte { return make([]byte, PageSize) }
+func newPage() []byte { return make([]byte, abi.PageSize) }
 
-func (f *frontEnd) push(t testing.TB, b *[RequestSize]byte) {
+func (f *frontEnd) push(t testing.TB, b *[abi.RequestSize]byte) {
 	t.Helper()
 	off := slot(f.reqProd)
-	copy(f.page[off:off+EntrySize], b[:])
+	copy(f.page[off:off+abi.EntrySize], b[:])
 	f.reqProd++
-	le.PutUint32(f.page[offReqProd:], f.reqProd)
+	le.PutUint32(f.page[abi.OffReqProd:], f.reqProd)
 }
 
-func (f *frontEnd) pop(t testing.TB) (WireResponse, [ResponseSize]byte, bool) {
+func (f *frontEnd) pop(t testing.TB) (WireResponse, [abi.ResponseSize]byte, bool) {
 	t.Helper()
-	var raw [ResponseSize]byte
-	if f.rspCons == le.Uint32(f.page[offRspProd:]) {
+	var raw [abi.ResponseSize]byte
+	if f.rspCons == le.Uint32(f.page[abi.OffRspProd:]) {
 		return WireResponse{}, raw, false
 	}
 	off := slot(f.rspCons)
-	copy(raw[:], f.page[off:off+EntrySize])
+	copy(raw[:], f.page[off:off+abi.EntrySize])
 	f.rspCons++
 	return WireResponse{
-		Flags:              le.Uint32(raw[offFlags:]),
-		Reason:             le.Uint32(raw[offReason:]),
-		VCPU:               le.Uint32(raw[offVCPUID:]),
-		Altp2mIdx:          le.Uint16(raw[offAltp2mIdx:]),
-		FastSingleStepView: le.Uint16(raw[offU:]),
+		Flags:              le.Uint32(raw[abi.OffFlags:]),
+		Reason:             le.Uint32(raw[abi.OffReason:]),
+		VCPU:               le.Uint32(raw[abi.OffVCPUID:]),
+		Altp2mIdx:          le.Uint16(raw[abi.OffAltp2mIdx:]),
+		FastSingleStepView: le.Uint16(raw[abi.OffU:]),
 	}, raw, true
 }
 
@@ -56,30 +57,30 @@ type reqSpec struct {
 	rip, cr3            uint64
 }
 
-func encodeRequest(s reqSpec) *[RequestSize]byte {
-	var b [RequestSize]byte
-	le.PutUint32(b[offVersion:], InterfaceVersion)
-	le.PutUint32(b[offFlags:], s.flags)
-	le.PutUint32(b[offReason:], s.reason)
-	le.PutUint32(b[offVCPUID:], s.vcpu)
-	le.PutUint16(b[offAltp2mIdx:], s.view)
-	u := b[offU:]
+func encodeRequest(s reqSpec) *[abi.RequestSize]byte {
+	var b [abi.RequestSize]byte
+	le.PutUint32(b[abi.OffVersion:], abi.InterfaceVersion)
+	le.PutUint32(b[abi.OffFlags:], s.flags)
+	le.PutUint32(b[abi.OffReason:], s.reason)
+	le.PutUint32(b[abi.OffVCPUID:], s.vcpu)
+	le.PutUint16(b[abi.OffAltp2mIdx:], s.view)
+	u := b[abi.OffU:]
 	switch s.reason {
-	case ReasonMemAccess:
-		le.PutUint64(u[offMemAccessGFN:], s.gfn)
-		le.PutUint64(u[offMemAccessOffset:], s.offset)
-		le.PutUint64(u[offMemAccessGLA:], s.gla)
-		le.PutUint32(u[offMemAccessFlags:], s.accessFlags)
-	case ReasonSoftwareBreakpoint:
-		le.PutUint64(u[offDebugGFN:], s.gfn)
-		le.PutUint32(u[offDebugInsnLength:], s.insnLen)
-		u[offDebugType] = s.trapType
-	case ReasonSingleStep:
-		le.PutUint64(u[offSingleStepGFN:], s.gfn)
+	case abi.ReasonMemAccess:
+		le.PutUint64(u[abi.OffMemAccessGFN:], s.gfn)
+		le.PutUint64(u[abi.OffMemAccessOffset:], s.offset)
+		le.PutUint64(u[abi.OffMemAccessGLA:], s.gla)
+		le.PutUint32(u[abi.OffMemAccessFlags:], s.accessFlags)
+	case abi.ReasonSoftwareBreakpoint:
+		le.PutUint64(u[abi.OffDebugGFN:], s.gfn)
+		le.PutUint32(u[abi.OffDebugInsnLength:], s.insnLen)
+		u[abi.OffDebugType] = s.trapType
+	case abi.ReasonSingleStep:
+		le.PutUint64(u[abi.OffSingleStepGFN:], s.gfn)
 	}
-	d := b[offData:]
-	le.PutUint64(d[offRegsRIP:], s.rip)
-	le.PutUint64(d[offRegsCR3:], s.cr3)
+	d := b[abi.OffData:]
+	le.PutUint64(d[abi.OffRegsRIP:], s.rip)
+	le.PutUint64(d[abi.OffRegsCR3:], s.cr3)
 	return &b
 }
 
@@ -90,24 +91,24 @@ func TestRingRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.InitShared()
-	if got := le.Uint32(page[offReqEvent:]); got != 1 {
+	if got := le.Uint32(page[abi.OffReqEvent:]); got != 1 {
 		t.Fatalf("req_event after init = %d, want 1", got)
 	}
 	f := &frontEnd{page: page}
-	var buf [RequestSize]byte
+	var buf [abi.RequestSize]byte
 	// Run the indexes well past 2^32 wrap-around is not practical, so
 	// start near it instead.
 	const start = ^uint32(0) - 5
 	f.reqProd, f.rspCons = start, start
-	le.PutUint32(page[offReqProd:], start)
-	le.PutUint32(page[offRspProd:], start)
+	le.PutUint32(page[abi.OffReqProd:], start)
+	le.PutUint32(page[abi.OffRspProd:], start)
 	if err := r.SetIndexes(start, start); err != nil {
 		t.Fatal(err)
 	}
 	for round := range 40 {
-		n := round%RingEntries + 1
+		n := round%abi.RingEntries + 1
 		for i := range n {
-			f.push(t, encodeRequest(reqSpec{flags: FlagVCPUPaused, reason: ReasonSingleStep, vcpu: uint32(i), rip: uint64(round*100 + i)}))
+			f.push(t, encodeRequest(reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonSingleStep, vcpu: uint32(i), rip: uint64(round*100 + i)}))
 		}
 		if got, err := r.Unconsumed(); err != nil || got != n {
 			t.Fatalf("round %d: Unconsumed = %d, %v; want %d", round, got, err, n)
@@ -128,7 +129,7 @@ func TestRingRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var out [ResponseSize]byte
+			var out [abi.ResponseSize]byte
 			w.Encode(&out)
 			if _, err := r.PutResponse(&out); err != nil {
 				t.Fatal(err)
@@ -137,7 +138,7 @@ func TestRingRoundTrip(t *testing.T) {
 		if ok, err := r.NextRequest(&buf); ok || err != nil {
 			t.Fatalf("ring should be empty: %v %v", ok, err)
 		}
-		if _, err := r.PutResponse(&[ResponseSize]byte{}); !errors.Is(err, ErrRingNoSlot) {
+		if _, err := r.PutResponse(&[abi.ResponseSize]byte{}); !errors.Is(err, ErrRingNoSlot) {
 			t.Fatalf("extra response: err = %v, want ErrRingNoSlot", err)
 		}
 		for i := range n {
@@ -145,12 +146,12 @@ func TestRingRoundTrip(t *testing.T) {
 			if !ok {
 				t.Fatalf("round %d: response %d missing", round, i)
 			}
-			if le.Uint32(raw[offVersion:]) != InterfaceVersion || w.VCPU != uint32(i) || w.Flags != FlagVCPUPaused || w.Reason != ReasonSingleStep {
+			if le.Uint32(raw[abi.OffVersion:]) != abi.InterfaceVersion || w.VCPU != uint32(i) || w.Flags != abi.FlagVCPUPaused || w.Reason != abi.ReasonSingleStep {
 				t.Fatalf("round %d: response %d = %+v", round, i, w)
 			}
 		}
-		if le.Uint32(page[offReqEvent:]) != f.reqProd+1 {
-			t.Fatalf("req_event = %d, want %d", le.Uint32(page[offReqEvent:]), f.reqProd+1)
+		if le.Uint32(page[abi.OffReqEvent:]) != f.reqProd+1 {
+			t.Fatalf("req_event = %d, want %d", le.Uint32(page[abi.OffReqEvent:]), f.reqProd+1)
 		}
 	}
 }
@@ -159,11 +160,11 @@ func TestRingRejectsBadIndexes(t *testing.T) {
 	page := newPage()
 	r, _ := NewBackRing(page)
 	r.InitShared()
-	le.PutUint32(page[offReqProd:], RingEntries+1) // more than the ring holds
+	le.PutUint32(page[abi.OffReqProd:], abi.RingEntries+1) // more than the ring holds
 	if _, err := r.Unconsumed(); !errors.Is(err, ErrRingCorrupt) {
 		t.Fatalf("overflowing req_prod: err = %v", err)
 	}
-	var buf [RequestSize]byte
+	var buf [abi.RequestSize]byte
 	if ok, err := r.NextRequest(&buf); ok || !errors.Is(err, ErrRingCorrupt) {
 		t.Fatalf("NextRequest on corrupt ring = %v, %v", ok, err)
 	}
@@ -172,7 +173,7 @@ func TestRingRejectsBadIndexes(t *testing.T) {
 	}
 	// Producer moving backwards.
 	r.SetIndexes(10, 8)
-	le.PutUint32(page[offReqProd:], 9)
+	le.PutUint32(page[abi.OffReqProd:], 9)
 	if _, err := r.Unconsumed(); !errors.Is(err, ErrRingCorrupt) {
 		t.Fatalf("req_prod behind req_cons: err = %v", err)
 	}
@@ -192,19 +193,19 @@ func TestRingDoesNotOverrunUnanswered(t *testing.T) {
 	r, _ := NewBackRing(page)
 	r.InitShared()
 	f := &frontEnd{page: page}
-	var buf [RequestSize]byte
-	for i := range RingEntries {
-		f.push(t, encodeRequest(reqSpec{reason: ReasonSingleStep, vcpu: uint32(i)}))
+	var buf [abi.RequestSize]byte
+	for i := range abi.RingEntries {
+		f.push(t, encodeRequest(reqSpec{reason: abi.ReasonSingleStep, vcpu: uint32(i)}))
 	}
-	for range RingEntries {
+	for range abi.RingEntries {
 		if ok, err := r.NextRequest(&buf); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
 	}
-	if r.Outstanding() != RingEntries {
+	if r.Outstanding() != abi.RingEntries {
 		t.Fatalf("Outstanding = %d", r.Outstanding())
 	}
-	f.push(t, encodeRequest(reqSpec{reason: ReasonSingleStep}))
+	f.push(t, encodeRequest(reqSpec{reason: abi.ReasonSingleStep}))
 	if _, err := r.Unconsumed(); !errors.Is(err, ErrRingCorrupt) {
 		t.Fatalf("9th request with 8 unanswered: err = %v", err)
 	}
@@ -217,11 +218,11 @@ func TestFinalCheck(t *testing.T) {
 	if more, err := r.FinalCheck(); more || err != nil {
 		t.Fatal(more, err)
 	}
-	if le.Uint32(page[offReqEvent:]) != 1 {
+	if le.Uint32(page[abi.OffReqEvent:]) != 1 {
 		t.Fatal("req_event not re-armed")
 	}
 	f := &frontEnd{page: page}
-	f.push(t, encodeRequest(reqSpec{reason: ReasonSingleStep}))
+	f.push(t, encodeRequest(reqSpec{reason: abi.ReasonSingleStep}))
 	if more, err := r.FinalCheck(); !more || err != nil {
 		t.Fatal(more, err)
 	}
@@ -232,16 +233,16 @@ func TestPutResponseNotify(t *testing.T) {
 	r, _ := NewBackRing(page)
 	r.InitShared()
 	f := &frontEnd{page: page}
-	var buf [RequestSize]byte
-	f.push(t, encodeRequest(reqSpec{reason: ReasonSingleStep}))
-	f.push(t, encodeRequest(reqSpec{reason: ReasonSingleStep}))
+	var buf [abi.RequestSize]byte
+	f.push(t, encodeRequest(reqSpec{reason: abi.ReasonSingleStep}))
+	f.push(t, encodeRequest(reqSpec{reason: abi.ReasonSingleStep}))
 	r.NextRequest(&buf)
 	r.NextRequest(&buf)
 	// rsp_event = 1: the first response crosses it.
-	if notify, _ := r.PutResponse(&[ResponseSize]byte{}); !notify {
+	if notify, _ := r.PutResponse(&[abi.ResponseSize]byte{}); !notify {
 		t.Fatal("first response should notify (rsp_event 1)")
 	}
-	if notify, _ := r.PutResponse(&[ResponseSize]byte{}); notify {
+	if notify, _ := r.PutResponse(&[abi.ResponseSize]byte{}); notify {
 		t.Fatal("second response should not notify (rsp_event still 1)")
 	}
 }
@@ -255,33 +256,33 @@ func TestEventDecoding(t *testing.T) {
 	}{
 		{
 			name: "breakpoint",
-			spec: reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: 2, reason: ReasonSoftwareBreakpoint, vcpu: 1, insnLen: 1, trapType: EventTypeSWException, rip: 0xfffff80000001000, cr3: 0x1aa000},
+			spec: reqSpec{flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, view: 2, reason: abi.ReasonSoftwareBreakpoint, vcpu: 1, insnLen: 1, trapType: abi.EventTypeSWException, rip: 0xfffff80000001000, cr3: 0x1aa000},
 			want: driver.Event{VCPU: 1, View: 2, Reason: driver.ReasonInterrupt, Vector: 3, InstructionLength: 1,
 				Regs: amd64.Registers{RIP: 0xfffff80000001000, CR3: 0x1aa000}},
 		},
 		{
 			name: "read of a hooked page",
-			spec: reqSpec{flags: FlagVCPUPaused | FlagAlternateP2M, view: 1, reason: ReasonMemAccess, gfn: 0x1234, offset: 0x10, gla: 0xfffff80000001010, accessFlags: memAccessR | memAccessGLAValid | memAccessFaultWithGLA},
+			spec: reqSpec{flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, view: 1, reason: abi.ReasonMemAccess, gfn: 0x1234, offset: 0x10, gla: 0xfffff80000001010, accessFlags: abi.MemAccessR | abi.MemAccessGLAValid | abi.MemAccessFaultWithGLA},
 			want: driver.Event{View: 1, Reason: driver.ReasonMemoryAccess, GPA: 0x1234010, GVA: 0xfffff80000001010, Access: introspect.AccessR},
 		},
 		{
 			name: "write without gla",
-			spec: reqSpec{flags: FlagVCPUPaused, reason: ReasonMemAccess, gfn: 7, offset: 8, gla: 0xdead, accessFlags: memAccessW},
+			spec: reqSpec{flags: abi.FlagVCPUPaused, reason: abi.ReasonMemAccess, gfn: 7, offset: 8, gla: 0xdead, accessFlags: abi.MemAccessW},
 			want: driver.Event{Reason: driver.ReasonMemoryAccess, GPA: 0x7008, Access: introspect.AccessW},
 		},
 		{
 			name: "singlestep in default view (no altp2m flag)",
-			spec: reqSpec{flags: FlagVCPUPaused, view: 5, reason: ReasonSingleStep, vcpu: 3},
+			spec: reqSpec{flags: abi.FlagVCPUPaused, view: 5, reason: abi.ReasonSingleStep, vcpu: 3},
 			want: driver.Event{VCPU: 3, Reason: driver.ReasonSingleStep},
 		},
-		{name: "vcpu out of range", spec: reqSpec{reason: ReasonSingleStep, vcpu: 4}, err: ErrBadRequest},
-		{name: "huge vcpu", spec: reqSpec{reason: ReasonSingleStep, vcpu: ^uint32(0)}, err: ErrBadRequest},
-		{name: "offset past page", spec: reqSpec{reason: ReasonMemAccess, offset: 4096, accessFlags: memAccessR}, err: ErrBadRequest},
-		{name: "gfn past 52 bits", spec: reqSpec{reason: ReasonMemAccess, gfn: 1 << 60, accessFlags: memAccessR}, err: ErrBadRequest},
-		{name: "no access bits", spec: reqSpec{reason: ReasonMemAccess}, err: ErrBadRequest},
-		{name: "zero-length int3", spec: reqSpec{reason: ReasonSoftwareBreakpoint}, err: ErrBadRequest},
-		{name: "16-byte int3", spec: reqSpec{reason: ReasonSoftwareBreakpoint, insnLen: 16}, err: ErrBadRequest},
-		{name: "cpuid", spec: reqSpec{reason: ReasonCPUID}, err: ErrUnhandledReason},
+		{name: "vcpu out of range", spec: reqSpec{reason: abi.ReasonSingleStep, vcpu: 4}, err: ErrBadRequest},
+		{name: "huge vcpu", spec: reqSpec{reason: abi.ReasonSingleStep, vcpu: ^uint32(0)}, err: ErrBadRequest},
+		{name: "offset past page", spec: reqSpec{reason: abi.ReasonMemAccess, offset: 4096, accessFlags: abi.MemAccessR}, err: ErrBadRequest},
+		{name: "gfn past 52 bits", spec: reqSpec{reason: abi.ReasonMemAccess, gfn: 1 << 60, accessFlags: abi.MemAccessR}, err: ErrBadRequest},
+		{name: "no access bits", spec: reqSpec{reason: abi.ReasonMemAccess}, err: ErrBadRequest},
+		{name: "zero-length int3", spec: reqSpec{reason: abi.ReasonSoftwareBreakpoint}, err: ErrBadRequest},
+		{name: "16-byte int3", spec: reqSpec{reason: abi.ReasonSoftwareBreakpoint, insnLen: 16}, err: ErrBadRequest},
+		{name: "cpuid", spec: reqSpec{reason: abi.ReasonCPUID}, err: ErrUnhandledReason},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,8 +309,8 @@ func TestEventDecoding(t *testing.T) {
 }
 
 func TestDecodeRequestVersion(t *testing.T) {
-	b := encodeRequest(reqSpec{reason: ReasonSingleStep})
-	le.PutUint32(b[offVersion:], 6)
+	b := encodeRequest(reqSpec{reason: abi.ReasonSingleStep})
+	le.PutUint32(b[abi.OffVersion:], 6)
 	if _, err := DecodeRequest(b); !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("version 6: err = %v", err)
 	}
@@ -336,18 +337,18 @@ func sampleRegs() amd64.Registers {
 
 func TestRegistersRoundTrip(t *testing.T) {
 	regs := sampleRegs()
-	q := Request{Flags: FlagVCPUPaused, Reason: ReasonSoftwareBreakpoint, VCPU: 2, DR6: 0xffff0ff0, DR7: 0x400, STAR: 0x23001000000000, GDTRBase: 0xfffff80000c00000, GDTRLimit: 0x57}
+	q := Request{Flags: abi.FlagVCPUPaused, Reason: abi.ReasonSoftwareBreakpoint, VCPU: 2, DR6: 0xffff0ff0, DR7: 0x400, STAR: 0x23001000000000, GDTRBase: 0xfffff80000c00000, GDTRLimit: 0x57}
 	w, err := BuildResponse(&q, driver.Response{Registers: &regs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.Flags != FlagVCPUPaused|FlagSetRegisters {
+	if w.Flags != abi.FlagVCPUPaused|abi.FlagSetRegisters {
 		t.Fatalf("flags = %#x", w.Flags)
 	}
-	var b [ResponseSize]byte
+	var b [abi.ResponseSize]byte
 	w.Encode(&b)
 	// A response has the request's layout: decode it as one.
-	le.PutUint32(b[offReason:], ReasonSoftwareBreakpoint)
+	le.PutUint32(b[abi.OffReason:], abi.ReasonSoftwareBreakpoint)
 	got, err := DecodeRequest(&b)
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +362,7 @@ func TestRegistersRoundTrip(t *testing.T) {
 }
 
 func TestBuildResponse(t *testing.T) {
-	paused := Request{Flags: FlagVCPUPaused | FlagAlternateP2M, Altp2mIdx: 3, Reason: ReasonSoftwareBreakpoint, VCPU: 1}
+	paused := Request{Flags: abi.FlagVCPUPaused | abi.FlagAlternateP2M, Altp2mIdx: 3, Reason: abi.ReasonSoftwareBreakpoint, VCPU: 1}
 	tests := []struct {
 		name string
 		q    Request
@@ -369,34 +370,34 @@ func TestBuildResponse(t *testing.T) {
 		want WireResponse
 		bad  bool
 	}{
-		{name: "resume", q: paused, want: WireResponse{Flags: FlagVCPUPaused, Reason: ReasonSoftwareBreakpoint, VCPU: 1}},
+		{name: "resume", q: paused, want: WireResponse{Flags: abi.FlagVCPUPaused, Reason: abi.ReasonSoftwareBreakpoint, VCPU: 1}},
 		{
 			// The seed's answer to its own INT3 and to a read of a hooked
 			// page: one instruction in the default view, then back to 3.
 			name: "fast singlestep in default view",
 			q:    paused, r: driver.Response{FastSingleStep: true, SetView: true, View: 0},
-			want: WireResponse{Flags: FlagVCPUPaused | FlagFastSingleStep | FlagAlternateP2M, Reason: ReasonSoftwareBreakpoint, VCPU: 1, Altp2mIdx: 0, FastSingleStepView: 3},
+			want: WireResponse{Flags: abi.FlagVCPUPaused | abi.FlagFastSingleStep | abi.FlagAlternateP2M, Reason: abi.ReasonSoftwareBreakpoint, VCPU: 1, Altp2mIdx: 0, FastSingleStepView: 3},
 		},
 		{
 			// The seed's answer to a page-table write.
 			name: "toggle singlestep and set view",
 			q:    paused, r: driver.Response{ToggleSingleStep: true, SetView: true, View: 0},
-			want: WireResponse{Flags: FlagVCPUPaused | FlagToggleSingleStep | FlagAlternateP2M, Reason: ReasonSoftwareBreakpoint, VCPU: 1},
+			want: WireResponse{Flags: abi.FlagVCPUPaused | abi.FlagToggleSingleStep | abi.FlagAlternateP2M, Reason: abi.ReasonSoftwareBreakpoint, VCPU: 1},
 		},
 		{
 			name: "back to monitor view",
-			q:    Request{Flags: FlagVCPUPaused, Reason: ReasonSingleStep}, r: driver.Response{ToggleSingleStep: true, SetView: true, View: 3},
-			want: WireResponse{Flags: FlagVCPUPaused | FlagToggleSingleStep | FlagAlternateP2M, Reason: ReasonSingleStep, Altp2mIdx: 3},
+			q:    Request{Flags: abi.FlagVCPUPaused, Reason: abi.ReasonSingleStep}, r: driver.Response{ToggleSingleStep: true, SetView: true, View: 3},
+			want: WireResponse{Flags: abi.FlagVCPUPaused | abi.FlagToggleSingleStep | abi.FlagAlternateP2M, Reason: abi.ReasonSingleStep, Altp2mIdx: 3},
 		},
 		{
 			name: "fast singlestep in the current view",
 			q:    paused, r: driver.Response{FastSingleStep: true},
-			want: WireResponse{Flags: FlagVCPUPaused | FlagFastSingleStep, Reason: ReasonSoftwareBreakpoint, VCPU: 1, FastSingleStepView: 3},
+			want: WireResponse{Flags: abi.FlagVCPUPaused | abi.FlagFastSingleStep, Reason: abi.ReasonSoftwareBreakpoint, VCPU: 1, FastSingleStepView: 3},
 		},
 		{name: "both singlestep kinds", q: paused, r: driver.Response{ToggleSingleStep: true, FastSingleStep: true}, bad: true},
-		{name: "singlestep on async event", q: Request{Reason: ReasonMemAccess}, r: driver.Response{ToggleSingleStep: true}, bad: true},
-		{name: "view switch on async event", q: Request{Reason: ReasonMemAccess}, r: driver.Response{SetView: true, View: 1}, bad: true},
-		{name: "plain resume of async event", q: Request{Reason: ReasonMemAccess, VCPU: 2}, want: WireResponse{Reason: ReasonMemAccess, VCPU: 2}},
+		{name: "singlestep on async event", q: Request{Reason: abi.ReasonMemAccess}, r: driver.Response{ToggleSingleStep: true}, bad: true},
+		{name: "view switch on async event", q: Request{Reason: abi.ReasonMemAccess}, r: driver.Response{SetView: true, View: 1}, bad: true},
+		{name: "plain resume of async event", q: Request{Reason: abi.ReasonMemAccess, VCPU: 2}, want: WireResponse{Reason: abi.ReasonMemAccess, VCPU: 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -413,10 +414,10 @@ func TestBuildResponse(t *testing.T) {
 			if w != tt.want {
 				t.Fatalf("got  %+v\nwant %+v", w, tt.want)
 			}
-			var b [ResponseSize]byte
+			var b [abi.ResponseSize]byte
 			w.Encode(&b)
-			if le.Uint32(b[offVersion:]) != InterfaceVersion || le.Uint32(b[offFlags:]) != tt.want.Flags ||
-				le.Uint16(b[offAltp2mIdx:]) != tt.want.Altp2mIdx || le.Uint16(b[offU:]) != tt.want.FastSingleStepView {
+			if le.Uint32(b[abi.OffVersion:]) != abi.InterfaceVersion || le.Uint32(b[abi.OffFlags:]) != tt.want.Flags ||
+				le.Uint16(b[abi.OffAltp2mIdx:]) != tt.want.Altp2mIdx || le.Uint16(b[abi.OffU:]) != tt.want.FastSingleStepView {
 				t.Fatalf("encoding does not match %+v", tt.want)
 			}
 		})
@@ -424,19 +425,19 @@ func TestBuildResponse(t *testing.T) {
 }
 
 func TestReinjection(t *testing.T) {
-	q := Request{Reason: ReasonSoftwareBreakpoint, InsnLength: 1, TrapType: EventTypeSWException}
+	q := Request{Reason: abi.ReasonSoftwareBreakpoint, InsnLength: 1, TrapType: abi.EventTypeSWException}
 	v, typ, n, err := q.Reinjection()
-	if err != nil || v != VectorBreakpoint || typ != EventTypeSWException || n != 1 {
+	if err != nil || v != abi.VectorBreakpoint || typ != abi.EventTypeSWException || n != 1 {
 		t.Fatalf("Reinjection = %d %d %d %v", v, typ, n, err)
 	}
 	q.TrapType = 0
-	if _, typ, _, _ := q.Reinjection(); typ != EventTypeSWException {
+	if _, typ, _, _ := q.Reinjection(); typ != abi.EventTypeSWException {
 		t.Fatalf("unset trap type -> %d", typ)
 	}
-	if _, _, _, err := (&Request{Reason: ReasonSingleStep}).Reinjection(); err == nil {
+	if _, _, _, err := (&Request{Reason: abi.ReasonSingleStep}).Reinjection(); err == nil {
 		t.Fatal("singlestep reinjected")
 	}
-	if _, _, _, err := (&Request{Reason: ReasonSoftwareBreakpoint, InsnLength: 0}).Reinjection(); err == nil {
+	if _, _, _, err := (&Request{Reason: abi.ReasonSoftwareBreakpoint, InsnLength: 0}).Reinjection(); err == nil {
 		t.Fatal("zero length reinjected")
 	}
 }
