@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmi-exporter/vmi-exporter/internal/bootinfo"
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
 )
 
@@ -111,21 +112,6 @@ func run(args []string) error {
 	return usage()
 }
 
-// bootInfo is what "boot" prints: what an introspection tool needs.
-type bootInfo struct {
-	PID           int      `json:"pid"`
-	Dir           string   `json:"dir"`
-	QMP           string   `json:"qmp"`
-	GDB           string   `json:"gdb"`
-	RAM           string   `json:"ram"`
-	RAMSize       int64    `json:"ram_size"`
-	Kernel        string   `json:"kernel"`
-	KernelVersion string   `json:"kernel_version"`
-	Initrd        string   `json:"initrd"`
-	BootSeconds   float64  `json:"boot_seconds"`
-	QEMUArgs      []string `json:"qemu_args"`
-}
-
 func boot(ctx context.Context, a *testguest.Assets, o testguest.Options, enc *json.Encoder) error {
 	g, err := testguest.Boot(ctx, a, o)
 	if err != nil {
@@ -135,7 +121,7 @@ func boot(ctx context.Context, a *testguest.Assets, o testguest.Options, enc *js
 	if err := g.WaitReady(ctx); err != nil {
 		return err
 	}
-	if err := enc.Encode(bootInfo{
+	if err := enc.Encode(bootinfo.Info{
 		PID: g.PID, Dir: g.Dir, QMP: g.QMPSocket, GDB: g.GDBSocket, RAM: g.RAMPath, RAMSize: g.RAMSize,
 		Kernel: a.Kernel, KernelVersion: a.KernelVersion, Initrd: a.Initrd,
 		BootSeconds: g.BootTime().Seconds(), QEMUArgs: g.Args,

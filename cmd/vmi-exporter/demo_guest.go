@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/internal/bootinfo"
 )
 
 // demoLoopMS is the pause between workload rounds of the demo guest.
@@ -24,25 +25,12 @@ const demoLoopMS = 1000
 // neither next to this binary nor on PATH.
 const testGuestEnv = "VMI_TESTGUEST"
 
-// bootedGuest is what "testguest boot" prints once the guest's workload
-// runs (cmd/testguest's bootInfo): how to reach the guest.
-type bootedGuest struct {
-	PID           int     `json:"pid"`
-	QMP           string  `json:"qmp"`
-	GDB           string  `json:"gdb"`
-	RAM           string  `json:"ram"`
-	RAMSize       int64   `json:"ram_size"`
-	Kernel        string  `json:"kernel"`
-	KernelVersion string  `json:"kernel_version"`
-	BootSeconds   float64 `json:"boot_seconds"`
-}
-
 // bootTestGuest has the reproducible test guest (Debian's cloud kernel and
 // busybox, fetched with apt and cached) prepared and booted by the
 // testguest command, with its workload looping, and returns how to reach
 // it and how to stop it. The test guest is not linked into this binary:
 // the demo talks to testguest through its command line and the JSON line
-// it prints.
+// it prints (bootinfo.Info).
 var bootTestGuest bootTestGuestFunc = func(ctx context.Context, dir string, log *slog.Logger) (collector.GuestConfig, func() error, error) {
 	bin, err := testGuestCommand()
 	if err != nil {
@@ -61,7 +49,7 @@ var bootTestGuest bootTestGuestFunc = func(ctx context.Context, dir string, log 
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	stop := func() error { return stopTestGuest(cmd, exited) }
-	var bg bootedGuest
+	var bg bootinfo.Info
 	select {
 	case line := <-first.c:
 		err = json.Unmarshal(line, &bg)

@@ -32,6 +32,8 @@ var engines = []engineChoice{
 			return hook.NewViews(d, hook.ViewsOptions{Mode: mem.Mode, Cache: mem.Cache, Logger: log})
 		},
 	},
+	// The QEMU TCG-plugin engine goes here, between views and native:
+	// {name: "plugin", why: "...", has: driver.Has[<its capability>], new: ...}.
 	{
 		name: "native",
 		why:  "the driver sets breakpoints of its own and reports their hits",
