@@ -246,7 +246,7 @@ func copyMap(in map[string]int) map[string]int {
 }
 
 // newCollector builds an in-process collector for the test guest with the
-// QEMU attacher, every probe, a recording sink and upMetrics; o supplies
+// QEMU backend, every probe, a recording sink and upMetrics; o supplies
 // the other options.
 func newCollector(t *testing.T, g *testguest.Guest, assets *testguest.Assets, o collector.Options) (*collector.Collector, *recordSink, *upMetrics) {
 	t.Helper()

@@ -12,7 +12,7 @@ import (
 )
 
 // TestViewsWindows attaches to a synthetic Windows 10 guest on the model of
-// a hypervisor with views, the path the Xen attacher takes after opening the
+// a hypervisor with views, the path the Xen backend takes after opening the
 // domain: kernel found from the syscall entry, profile from the symbol store
 // by CodeView, four probes hooked in a private view. Closing must leave the
 // machine pristine and guest RAM byte-identical.
@@ -72,7 +72,8 @@ func TestViewsWindows(t *testing.T) {
 	}
 }
 
-// TestViewsRejectsLinux: the views path serves Windows guests only.
+// TestViewsRejectsLinux: a Windows guest configured as Linux is refused:
+// Linux discovery finds no kernel in it.
 func TestViewsRejectsLinux(t *testing.T) {
 	isf, err := wintest.LoadProfile("win10-22H2")
 	if err != nil {
