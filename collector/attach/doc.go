@@ -3,7 +3,7 @@
 // the guest's configuration; the rest is common to every backend: the
 // guest's OS is found by the OS layers' own discovery (Linux, then
 // Windows, or the one configured), the hook engine is chosen by what the
-// driver can do (newEngine: views, then native breakpoints), and the
+// driver can do (engines in engine.go: views, then native breakpoints), and the
 // session's liveness check combines the driver's (driver.Liveness) with
 // the OS layer's. Any backend and OS the driver's capabilities allow work
 // together without more wiring.
@@ -20,12 +20,16 @@
 //				return nil
 //			},
 //			Open: func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (Driver, string, error) {
-//				d, err := kvmi.Open(ctx, g.KVMI.Socket, log) // returns the guest paused
-//				return d, g.KVMI.Socket, err                 // the id is Guest.DomainID
+//				d, err := kvmi.Open(ctx, g.KVMI.Socket, log)
+//				if err != nil {
+//					return nil, "", err
+//				}
+//				return d, g.KVMI.Socket, nil // the id is Guest.DomainID
 //			},
 //		})
 //	}
 //
 // with its section (KVMI KVMIConfig `koanf:"kvmi"`) in collector.GuestConfig.
-// A driver offering a new way to hook also gets its line in newEngine.
+// Open pauses the guest itself. A driver offering a new way to hook also
+// gets its entry in engines, by the capability that offers it.
 package attach
