@@ -12,15 +12,6 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 )
 
-// Driver is what the common attach path needs of a backend's driver: the
-// least a driver offers, and pausing, so that the kernel is found with
-// valid registers and hooks are installed while no vCPU runs. Everything
-// else (views, breakpoints, liveness) is a capability it may have.
-type Driver interface {
-	driver.Driver
-	driver.Pauser
-}
-
 // Backend is one way of reaching guests: the value of their driver: key,
 // how to check their section of the configuration, and how to open a
 // driver from it.
@@ -33,11 +24,12 @@ type Backend struct {
 	// every section.
 	Validate func(g collector.GuestConfig) []error
 	// Open connects to the guest and returns its driver, with the guest
-	// paused or not, and the guest's id under its hypervisor
+	// paused or running (the common path pauses a driver.Pauser itself),
+	// and the guest's id under its hypervisor
 	// (collector.Guest.DomainID). Nil when this binary was built without
 	// the backend (Xen without the xen tag): its guests pass validation
 	// and are refused at start for lack of an attacher.
-	Open func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (Driver, string, error)
+	Open func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (driver.Driver, string, error)
 }
 
 // DefaultBackend is the backend of a guest whose configuration names none.

@@ -11,6 +11,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 )
 
@@ -57,14 +58,7 @@ func TestEngineByCapability(t *testing.T) {
 	if _, _, err := newEngine(plainDriver{}, mem, discard()); !errors.Is(err, driver.ErrUnsupported) {
 		t.Errorf("no hook capability: %v, want ErrUnsupported", err)
 	}
-	isf, err := wintest.LoadProfile("win10-22H2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := wintest.New(isf, wintest.Options{VCPUs: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, _ := windowsModel(t)
 	eng, name, err := newEngine(g.M, mem, discard())
 	if err != nil || name != "views" {
 		t.Fatalf("model with views: engine %q, %v; want views", name, err)
@@ -80,7 +74,7 @@ func TestVerifyContract(t *testing.T) {
 	unsupported := driver.ErrUnsupported
 	for _, tc := range []struct {
 		name  string
-		d     Driver
+		d     driver.Driver
 		check error // nil: the OS layer has no check
 		want  error // nil: Verify passes
 	}{
@@ -108,18 +102,7 @@ func TestVerifyContract(t *testing.T) {
 // A guest whose os: is auto is found by trying the OS layers in turn: the
 // Windows model, after Linux discovery finds no banner.
 func TestOpenDetectsWindows(t *testing.T) {
-	isf, err := wintest.LoadProfile("win10-22H2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := wintest.New(isf, wintest.Options{VCPUs: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := wintest.ProfileDir()
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, dir := windowsModel(t)
 	if _, err := Open(t.Context(), g.M, collector.GuestConfig{Name: "w", OS: "beos"}, "", nil); err == nil {
 		t.Error("attached with an unknown os")
 	}
@@ -150,3 +133,46 @@ func TestValidateGuest(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// A driver that cannot pause still attaches; its session does not offer
+// pausing to the collector either.
+func TestOpenWithoutPauser(t *testing.T) {
+	g, dir := windowsModel(t)
+	type noPause struct{ hook.ViewsDriver }
+	s, err := Open(t.Context(), noPause{g.M}, collector.GuestConfig{Name: "w", OS: "windows", Profile: collector.ProfileConfig{CacheDir: dir}}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := s.(driver.Pauser); ok {
+		t.Error("session of a driver without Pause is a Pauser")
+	}
+	g2, _ := windowsModel(t)
+	s2, err := Open(t.Context(), g2.M, collector.GuestConfig{Name: "w", OS: "windows", Profile: collector.ProfileConfig{CacheDir: dir}}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if _, ok := s2.(driver.Pauser); !ok {
+		t.Error("session of a pausing driver is no Pauser")
+	}
+}
+
+// windowsModel is a synthetic Windows 10 guest on the model of a
+// hypervisor with views, and the symbol store holding its profile.
+func windowsModel(t *testing.T) (*wintest.Guest, string) {
+	t.Helper()
+	isf, err := wintest.LoadProfile("win10-22H2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := wintest.New(isf, wintest.Options{VCPUs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := wintest.ProfileDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, dir
+}

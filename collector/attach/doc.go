@@ -19,7 +19,7 @@
 //				}
 //				return nil
 //			},
-//			Open: func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (Driver, string, error) {
+//			Open: func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (driver.Driver, string, error) {
 //				d, err := kvmi.Open(ctx, g.KVMI.Socket, log)
 //				if err != nil {
 //					return nil, "", err
@@ -30,6 +30,7 @@
 //	}
 //
 // with its section (KVMI KVMIConfig `koanf:"kvmi"`) in collector.GuestConfig.
-// Open pauses the guest itself. A driver offering a new way to hook also
-// gets its entry in engines, by the capability that offers it.
+// Open pauses a driver.Pauser's guest itself. A driver offering a new way
+// to hook also gets its entry in engines, by the capability that offers
+// it.
 package attach

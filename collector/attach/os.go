@@ -9,6 +9,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
 	winprobes "github.com/vmi-exporter/vmi-exporter/collector/probes/windows"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 )
 
@@ -30,7 +31,7 @@ type guestOS struct {
 // osDetector finds one OS in a paused guest.
 type osDetector struct {
 	name   string
-	detect func(ctx context.Context, d Driver, g collector.GuestConfig, log *slog.Logger) (*guestOS, error)
+	detect func(ctx context.Context, d driver.Driver, g collector.GuestConfig, log *slog.Logger) (*guestOS, error)
 }
 
 // osDetectors are tried in order for a guest whose os: is auto. Linux
@@ -43,7 +44,7 @@ var osDetectors = []osDetector{
 
 // detectOS finds the guest's OS with the detector g.OS names, or with
 // each in turn when it is "auto" or empty.
-func detectOS(ctx context.Context, d Driver, g collector.GuestConfig, log *slog.Logger) (*guestOS, error) {
+func detectOS(ctx context.Context, d driver.Driver, g collector.GuestConfig, log *slog.Logger) (*guestOS, error) {
 	var errs []error
 	for _, det := range osDetectors {
 		if g.OS != "" && g.OS != "auto" && g.OS != det.name {
@@ -61,7 +62,7 @@ func detectOS(ctx context.Context, d Driver, g collector.GuestConfig, log *slog.
 	return nil, errors.Join(errs...)
 }
 
-func detectLinux(_ context.Context, d Driver, g collector.GuestConfig, log *slog.Logger) (*guestOS, error) {
+func detectLinux(_ context.Context, d driver.Driver, g collector.GuestConfig, log *slog.Logger) (*guestOS, error) {
 	gos, err := probes.Attach(d, g.Profile, log)
 	if err != nil {
 		return nil, err
@@ -75,7 +76,7 @@ func detectLinux(_ context.Context, d Driver, g collector.GuestConfig, log *slog
 	}, nil
 }
 
-func detectWindows(ctx context.Context, d Driver, g collector.GuestConfig, log *slog.Logger) (*guestOS, error) {
+func detectWindows(ctx context.Context, d driver.Driver, g collector.GuestConfig, log *slog.Logger) (*guestOS, error) {
 	src, err := winprobes.SourceFor(g.Profile)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 )
 
@@ -26,7 +27,7 @@ func qemuBackend(timeout time.Duration) Backend {
 	return Backend{
 		Name:     "qemu",
 		Validate: validateQEMU,
-		Open: func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (Driver, string, error) {
+		Open: func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (driver.Driver, string, error) {
 			// Open leaves the guest stopped.
 			d, err := qemu.Open(ctx, qemu.Config{
 				GDBSocket: g.QEMU.GDBSocket,

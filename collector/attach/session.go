@@ -12,22 +12,26 @@ import (
 )
 
 // Open builds a session on an opened driver, whatever its backend: it
-// pauses the guest (a backend may hand it over paused already), finds its
-// OS as g.OS says, chooses the hook engine by the driver's capabilities,
-// and lets the guest run again. domainID is the guest's id under its
-// hypervisor. On error the driver is left open: the caller owns it.
-func Open(ctx context.Context, d Driver, g collector.GuestConfig, domainID string, log *slog.Logger) (_ collector.Session, err error) {
+// pauses the guest if the driver can (driver.Pauser; a backend may hand it
+// over paused already), finds its OS as g.OS says, chooses the hook engine
+// by the driver's capabilities, and lets the guest run again. domainID is
+// the guest's id under its hypervisor. On error the driver is left open:
+// the caller owns it.
+func Open(ctx context.Context, d driver.Driver, g collector.GuestConfig, domainID string, log *slog.Logger) (_ collector.Session, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := d.Pause(); err != nil {
-		return nil, fmt.Errorf("attach %s: pause: %w", g.Name, err)
-	}
-	defer func() {
-		if rerr := d.Resume(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("attach %s: resume: %w", g.Name, rerr))
+	p, pauses := d.(driver.Pauser)
+	if pauses {
+		if err := p.Pause(); err != nil {
+			return nil, fmt.Errorf("attach %s: pause: %w", g.Name, err)
 		}
-	}()
+		defer func() {
+			if rerr := p.Resume(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("attach %s: resume: %w", g.Name, rerr))
+			}
+		}()
+	}
 	o, err := detectOS(ctx, d, g, log)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: %w", g.Name, err)
@@ -37,28 +41,40 @@ func Open(ctx context.Context, d Driver, g collector.GuestConfig, domainID strin
 		return nil, fmt.Errorf("attach %s: %w", g.Name, err)
 	}
 	log.Info("attached", append([]any{"os", o.OS(), "kernel", o.Kernel(), "vcpus", d.VCPUs(), "engine", engine}, o.attrs...)...)
-	return &session{
+	s := &session{
 		d:     d,
 		os:    o,
 		eng:   eng,
 		guest: &collector.Guest{Domain: g.Name, DomainID: domainID, OS: o.OS(), Kernel: o.Kernel()},
-	}, nil
+	}
+	if pauses {
+		// The collector pauses the guest while it installs hooks.
+		return &pausingSession{session: s, p: p}, nil
+	}
+	return s, nil
 }
 
 // session is a guest attached through a driver, an OS layer and a hook
 // engine.
 type session struct {
-	d     Driver
+	d     driver.Driver
 	os    *guestOS
 	eng   hook.Engine
 	guest *collector.Guest
 }
 
+// pausingSession is a session whose driver can pause the guest.
+type pausingSession struct {
+	*session
+	p driver.Pauser
+}
+
+func (s *pausingSession) Pause() error  { return s.p.Pause() }
+func (s *pausingSession) Resume() error { return s.p.Resume() }
+
 func (s *session) Guest() *collector.Guest { return s.guest }
 func (s *session) OS() collector.GuestOS   { return s.os.GuestOS }
 func (s *session) Engine() hook.Engine     { return s.eng }
-func (s *session) Pause() error            { return s.d.Pause() }
-func (s *session) Resume() error           { return s.d.Resume() }
 
 // Verify implements collector.Verifier: the one liveness check of every
 // backend. The driver says first whether the guest is still the one it
@@ -93,7 +109,11 @@ func readsWhileRunning(d driver.Driver) bool {
 	return ok && lr.ReadsWhileRunning()
 }
 
-var _ collector.Verifier = (*session)(nil)
+var (
+	_ collector.Verifier = (*session)(nil)
+	_ collector.Verifier = (*pausingSession)(nil)
+	_ driver.Pauser      = (*pausingSession)(nil)
+)
 
 // Close removes every hook (and restores every view and permission the
 // engine changed), then detaches; the guest keeps running.

@@ -7,7 +7,8 @@ import (
 	"log/slog"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 )
 
 // openXen is nil: this binary was built without the xen tag.
-var openXen func(context.Context, collector.GuestConfig, *slog.Logger) (Driver, string, error)
+var openXen func(context.Context, collector.GuestConfig, *slog.Logger) (driver.Driver, string, error)

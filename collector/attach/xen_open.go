@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/xen"
 )
 
@@ -15,7 +16,7 @@ import (
 // empty). A rebooted domain comes back under a new id: attaching again
 // looks the name up again. The driver's own liveness poll is off: the
 // collector's check (Verify, through xen's Alive) is the one.
-func openXen(_ context.Context, g collector.GuestConfig, log *slog.Logger) (Driver, string, error) {
+func openXen(_ context.Context, g collector.GuestConfig, log *slog.Logger) (driver.Driver, string, error) {
 	name := g.Xen.Domain
 	if name == "" {
 		name = g.Name
