@@ -32,8 +32,9 @@ var engines = []engineChoice{
 			return hook.NewViews(d, hook.ViewsOptions{Mode: mem.Mode, Cache: mem.Cache, Logger: log})
 		},
 	},
-	// The QEMU TCG-plugin engine goes here, between views and native:
-	// {name: "plugin", why: "...", has: driver.Has[<its capability>], new: ...}.
+	// The QEMU TCG-plugin engine goes here, between views and native (on
+	// the plugin branch: has driver.Has[driver.HookTable], new returns
+	// hook.NewPlugin(d.(driver.HookTable), hook.WithPluginFlush(mem.Cache.Flush))).
 	{
 		name: "native",
 		why:  "the driver sets breakpoints of its own and reports their hits",
