@@ -1,6 +1,6 @@
 // Package hook runs code hooks in a guest: it installs breakpoints the guest
 // cannot see, waits for vCPUs to hit them, hands each hit to a Handler, and
-// resumes the guest correctly. Two engines implement it:
+// resumes the guest correctly. Three engines implement it:
 //
 //   - Native, for hypervisors that implement breakpoints themselves without
 //     touching guest memory (QEMU's gdbstub under TCG);
@@ -9,7 +9,11 @@
 //     across page-out and page-in with a page-table monitor, and injects page
 //     faults for guest memory a handler needs but the guest has paged out.
 //
-// Both leave the guest as they found it when closed.
+//   - Plugin, for hypervisors that run instrumentation of their own at the
+//     hooked addresses (the vmi-hooks QEMU plugin): only the hitting vCPU
+//     waits, for a bounded time.
+//
+// All leave the guest as they found it when closed.
 package hook
 
 import (
@@ -68,6 +72,17 @@ const (
 	// NoticeUnreadable: a handler needed a page that is not present and the
 	// driver cannot inject a page fault; the hit was dropped.
 	NoticeUnreadable
+	// NoticeHoldMissed: a held hit (Plugin engine) was released after its
+	// hold deadline: the vCPU had gone on, the hit was handled late or
+	// not at all.
+	NoticeHoldMissed
+	// NoticeNotHeld: the plugin did not hold a hit because it judged the
+	// exporter gone or unresponsive (just after a missed deadline); the
+	// hit was not reported.
+	NoticeNotHeld
+	// NoticeOverflow: the plugin's async queue was full; the hit was
+	// dropped.
+	NoticeOverflow
 )
 
 var noticeNames = [...]string{
@@ -79,6 +94,9 @@ var noticeNames = [...]string{
 	NoticeReadHidden:        "read_hidden",
 	NoticeHandlerError:      "handler_error",
 	NoticeUnreadable:        "unreadable",
+	NoticeHoldMissed:        "hold_missed",
+	NoticeNotHeld:           "not_held",
+	NoticeOverflow:          "overflow",
 }
 
 func (k NoticeKind) String() string {

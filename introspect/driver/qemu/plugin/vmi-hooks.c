@@ -47,7 +47,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define VMI_MAGIC 0x314b4f4f48494d56ULL /* "VMIHOOK1" little-endian */
 #define VMI_VERSION 1
 #define HDR_SIZE 256
-#define MB_SIZE 512
+#define MB_SIZE 1024
 #define CNT_SIZE 64
 #define REC_SIZE 320
 #define RING_HDR 64
@@ -83,7 +83,8 @@ struct header {
 	uint32_t resets;          /* 124: plugin: qemu_plugin_reset completions */
 	uint64_t heartbeat_timeout_ns; /* 128 */
 	uint32_t applied_alive;   /* 136: plugin: 1 if the applied table is the exporter's */
-	uint8_t reserved[HDR_SIZE - 140];
+	uint32_t sample_req;      /* 140: exporter: bumped to ask every vCPU for its registers */
+	uint8_t reserved[HDR_SIZE - 144];
 };
 _Static_assert(sizeof(struct header) == HDR_SIZE, "header size");
 
@@ -96,7 +97,15 @@ struct mailbox {
 	uint64_t time_ns;   /* 24 */
 	uint64_t reg_mask;  /* 32: registers read for this hit */
 	uint64_t regs[NREGS]; /* 40 */
-	uint8_t reserved[MB_SIZE - 40 - 8 * NREGS];
+	uint8_t reserved[512 - 40 - 8 * NREGS];
+	/* 512: a register sample taken on request, outside any hook, so that
+	 * the exporter can find the kernel (CR3, KASLR) before it hooks. */
+	uint32_t sample_seq;  /* 512: futex, plugin: sample_req it answers */
+	uint32_t sample_pad;
+	uint64_t sample_time_ns; /* 520 */
+	uint64_t sample_mask; /* 528 */
+	uint64_t sample_regs[NREGS]; /* 536 */
+	uint8_t reserved2[MB_SIZE - 536 - 8 * NREGS];
 };
 _Static_assert(sizeof(struct mailbox) == MB_SIZE, "mailbox size");
 
@@ -166,6 +175,7 @@ static bool verbose;
  */
 static uint64_t *applied;
 static uint32_t napplied;
+static uint64_t applied_key; /* desired_key() the applied table was taken for */
 
 /* Per-vCPU private state, touched only by that vCPU's thread. */
 struct vcpu_state {
@@ -246,8 +256,6 @@ static uint64_t desired_key(uint64_t now)
 	return (1ULL << 32) | gen;
 }
 
-static uint64_t applied_key;
-
 /* load_table copies the exporter's table (seqlock read) into applied. */
 static void load_table(uint64_t now)
 {
@@ -309,9 +317,26 @@ static void request_reset(void)
 	qemu_plugin_reset(plugin_id, on_reset_done);
 }
 
+static void read_regs(unsigned int vcpu, uint64_t *regs, uint64_t *maskp);
+
+/* on_pending runs when the watcher raised this vCPU's flag, from a
+ * kernel-half TB, with the registers readable. */
 static void on_pending(unsigned int vcpu, void *udata)
 {
-	request_reset();
+	if (vcpu >= nvcpus)
+		return;
+	struct mailbox *mb = &mboxes[vcpu];
+	uint32_t req = LOAD(&hdr->sample_req);
+	if (LOAD(&mb->sample_seq) != req) {
+		read_regs(vcpu, mb->sample_regs, &mb->sample_mask);
+		mb->sample_time_ns = now_ns();
+		STORE(&mb->sample_seq, req);
+		futex(&mb->sample_seq, FUTEX_WAKE, INT_MAX, NULL);
+	}
+	if (desired_key(now_ns()) != applied_key)
+		request_reset();
+	else
+		qemu_plugin_u64_set(pending, vcpu, 0);
 }
 
 static void on_vcpu_idle(qemu_plugin_id_t id, unsigned int vcpu)
@@ -474,7 +499,7 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 	 * change is seen within ticks, and user-mode code pays nothing.
 	 */
 	if (start >> 63)
-		qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_pending, QEMU_PLUGIN_CB_NO_REGS,
+		qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_pending, QEMU_PLUGIN_CB_R_REGS,
 							  QEMU_PLUGIN_COND_NE, pending, 0, NULL);
 	if (napplied == 0)
 		return;
@@ -506,15 +531,14 @@ static void *watch(void *arg)
 		struct timespec ts = { 0, 10 * 1000000L };
 		nanosleep(&ts, NULL);
 		uint64_t key = desired_key(now_ns());
-		if (key == __atomic_load_n(&applied_key, __ATOMIC_RELAXED))
-			continue;
-		if (key != 0 && (key & 1))
-			continue; /* the exporter is writing the table */
+		uint32_t req = LOAD(&hdr->sample_req);
+		bool change = key != __atomic_load_n(&applied_key, __ATOMIC_RELAXED) && !(key != 0 && (key & 1));
 		uint32_t nv = (uint32_t)qemu_plugin_num_vcpus();
 		if (nv > nvcpus)
 			nv = nvcpus;
 		for (uint32_t i = 0; i < nv; i++)
-			qemu_plugin_u64_set(pending, i, 1);
+			if (change || LOAD(&mboxes[i].sample_seq) != req)
+				qemu_plugin_u64_set(pending, i, 1);
 	}
 	return NULL;
 }

@@ -1,0 +1,248 @@
+package hook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
+	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
+)
+
+// PluginOption configures a Plugin engine.
+type PluginOption func(*Plugin)
+
+// WithPluginFlush is WithFlush for the Plugin engine: flush is called
+// before each hit is handled.
+func WithPluginFlush(flush func()) PluginOption {
+	return func(p *Plugin) { p.flush = flush }
+}
+
+// WithStatsInterval sets how often Run turns the driver's miss counters
+// into notices (default 1s).
+func WithStatsInterval(d time.Duration) PluginOption {
+	return func(p *Plugin) { p.statsEvery = d }
+}
+
+// maxNoticesPerPoll bounds the notices one counter poll emits, so that a
+// flood of async overflows cannot starve the hits; the rest are dropped
+// from the notices (the driver's counters keep them).
+const maxNoticesPerPoll = 4096
+
+// Plugin is the Engine for instrumentation the hypervisor runs at hooked
+// addresses itself (driver.HookTable: the vmi-hooks QEMU plugin). The VM
+// never stops: only the vCPU of a hit waits until HandleHit returns, or
+// until its hold deadline. Like Native's breakpoints, the plugin's hooks
+// match an address in every address space; hooks that are not Global are
+// filtered by the hitting vCPU's CR3. The plugin cannot inject a page
+// fault, so a handler that needs a page the guest has paged out drops the
+// hit (NoticeUnreadable).
+type Plugin struct {
+	drv        driver.HookTable
+	stats      driver.HookStatter // nil when the driver has no counters
+	flush      func()
+	statsEvery time.Duration
+
+	mu    sync.Mutex
+	hooks map[introspect.Va][]*Hook
+	last  driver.HookStats // counters already turned into notices
+}
+
+var _ Engine = (*Plugin)(nil)
+
+// NewPlugin returns a Plugin engine on drv.
+func NewPlugin(drv driver.HookTable, opts ...PluginOption) *Plugin {
+	p := &Plugin{drv: drv, hooks: make(map[introspect.Va][]*Hook), statsEvery: time.Second}
+	p.stats, _ = drv.(driver.HookStatter)
+	if p.stats != nil {
+		p.last, _ = p.stats.HookStats()
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+func (p *Plugin) tableLocked() []introspect.Va {
+	vas := make([]introspect.Va, 0, len(p.hooks))
+	for va := range p.hooks {
+		vas = append(vas, va)
+	}
+	return vas
+}
+
+// Add installs a hook. The guest need not be paused: the plugin applies
+// the new table within about a second (WaitApplied waits for it).
+func (p *Plugin) Add(h Hook) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	hc := h
+	fresh := len(p.hooks[h.Addr]) == 0
+	p.hooks[h.Addr] = append(p.hooks[h.Addr], &hc)
+	if fresh {
+		if err := p.drv.SetHooks(p.tableLocked()); err != nil {
+			p.hooks[h.Addr] = p.hooks[h.Addr][:len(p.hooks[h.Addr])-1]
+			if len(p.hooks[h.Addr]) == 0 {
+				delete(p.hooks, h.Addr)
+			}
+			return fmt.Errorf("hook %s at %v: %w", h.Tag, h.Addr, err)
+		}
+	}
+	return nil
+}
+
+// Remove uninstalls every hook at addr.
+func (p *Plugin) Remove(addr introspect.Va) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.hooks[addr]) == 0 {
+		return nil
+	}
+	delete(p.hooks, addr)
+	if err := p.drv.SetHooks(p.tableLocked()); err != nil {
+		return fmt.Errorf("remove hook at %v: %w", addr, err)
+	}
+	return nil
+}
+
+// WaitApplied blocks until the plugin instruments the hooks added so far.
+func (p *Plugin) WaitApplied(ctx context.Context) error {
+	return p.drv.WaitHooksApplied(ctx)
+}
+
+func (p *Plugin) match(va introspect.Va, root introspect.Pa) (hs []*Hook, found bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := p.hooks[va]
+	for _, h := range all {
+		if h.Global || introspect.Pa(amd64.CR3Root(uint64(h.Root))) == root {
+			hs = append(hs, h)
+		}
+	}
+	return hs, len(all) > 0
+}
+
+// Run waits for hits on every vCPU, hands each matching hook's hit to h
+// (one at a time: handlers are never called concurrently) and releases
+// the vCPU, until ctx ends or the driver fails.
+func (p *Plugin) Run(ctx context.Context, h Handler) error {
+	var tick <-chan time.Time
+	if p.stats != nil && p.statsEvery > 0 {
+		t := time.NewTicker(p.statsEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	hits := make(chan *driver.Event)
+	errc := make(chan error, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for {
+			ev, err := p.drv.WaitHit(wctx)
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case hits <- ev:
+			case <-wctx.Done():
+				// Not handled: let the vCPU go now rather than at its deadline.
+				_, _ = p.drv.ReleaseHit(ev)
+				errc <- wctx.Err()
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-tick:
+			p.notices(h)
+		case err := <-errc:
+			p.notices(h)
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("hook: wait for hit: %w", err)
+		case ev := <-hits:
+			p.dispatch(ev, h)
+			held, err := p.drv.ReleaseHit(ev)
+			if err != nil {
+				return fmt.Errorf("hook: release vCPU %d: %w", ev.VCPU, err)
+			}
+			if !held && ev.Seq != 0 {
+				h.Notice(Notice{Kind: NoticeHoldMissed, VCPU: ev.VCPU, Addr: introspect.Va(ev.Regs.RIP)})
+			}
+		}
+	}
+}
+
+// notices turns the growth of the driver's not-held and overflow
+// counters into notices. Deadline misses are reported per hit by Run,
+// which knows the vCPU.
+func (p *Plugin) notices(h Handler) {
+	if p.stats == nil {
+		return
+	}
+	s, err := p.stats.HookStats()
+	if err != nil {
+		return
+	}
+	emit := func(kind NoticeKind, now, before uint64) {
+		if now < before {
+			return
+		}
+		for range min(now-before, maxNoticesPerPoll) {
+			h.Notice(Notice{Kind: kind})
+		}
+	}
+	emit(NoticeNotHeld, s.MissedNoConsumer, p.last.MissedNoConsumer)
+	emit(NoticeOverflow, s.Overflow, p.last.Overflow)
+	p.last = s
+}
+
+func (p *Plugin) dispatch(ev *driver.Event, h Handler) {
+	va := introspect.Va(ev.Regs.RIP)
+	hooks, found := p.match(va, introspect.Pa(ev.Regs.TranslationRoot()))
+	if !found {
+		h.Notice(Notice{Kind: NoticeStaleBreakpoint, VCPU: ev.VCPU, Addr: va})
+		return
+	}
+	if len(hooks) > 0 && p.flush != nil {
+		p.flush()
+	}
+	for _, hk := range hooks {
+		err := h.HandleHit(&Hit{Hook: hk, Ev: ev})
+		if err == nil {
+			continue
+		}
+		if fva, ok := paging.PageFault(err); ok {
+			h.Notice(Notice{Kind: NoticeUnreadable, VCPU: ev.VCPU, Tag: hk.Tag, Addr: fva, Err: err})
+			continue
+		}
+		h.Notice(Notice{Kind: NoticeHandlerError, VCPU: ev.VCPU, Tag: hk.Tag, Addr: va, Err: err})
+	}
+}
+
+// Close empties the plugin's table, which drops every instrumentation,
+// and waits up to two seconds for the plugin to apply it. Held vCPUs are
+// released by Run's return and the driver's Close; the guest never
+// stopped.
+func (p *Plugin) Close() error {
+	p.mu.Lock()
+	clear(p.hooks)
+	err := p.drv.SetHooks(nil)
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("hook: clear plugin table: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := p.drv.WaitHooksApplied(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("hook: clear plugin table: %w", err)
+	}
+	return nil
+}
