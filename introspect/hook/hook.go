@@ -4,6 +4,7 @@
 //
 //   - Native, for hypervisors that implement breakpoints themselves without
 //     touching guest memory (QEMU's gdbstub under TCG);
+//
 //   - Views, for hypervisors with alternate EPT views (Xen altp2m), which
 //     hides INT3 bytes in shadow frames of a private view, keeps them armed
 //     across page-out and page-in with a page-table monitor, and injects page

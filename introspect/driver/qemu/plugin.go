@@ -68,8 +68,8 @@ type PluginDriver struct {
 }
 
 var (
-	_ driver.Driver    = (*PluginDriver)(nil)
-	_ driver.HookTable = (*PluginDriver)(nil)
+	_ driver.Driver      = (*PluginDriver)(nil)
+	_ driver.HookTable   = (*PluginDriver)(nil)
 	_ driver.HookStatter = (*PluginDriver)(nil)
 )
 
