@@ -4,12 +4,10 @@
 //
 //   - Native, for hypervisors that implement breakpoints themselves without
 //     touching guest memory (QEMU's gdbstub under TCG);
-//
 //   - Views, for hypervisors with alternate EPT views (Xen altp2m), which
 //     hides INT3 bytes in shadow frames of a private view, keeps them armed
 //     across page-out and page-in with a page-table monitor, and injects page
-//     faults for guest memory a handler needs but the guest has paged out.
-//
+//     faults for guest memory a handler needs but the guest has paged out;
 //   - Plugin, for hypervisors that run instrumentation of their own at the
 //     hooked addresses (the vmi-hooks QEMU plugin): only the hitting vCPU
 //     waits, for a bounded time.
