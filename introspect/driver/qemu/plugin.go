@@ -57,6 +57,8 @@ type PluginDriver struct {
 	table  []introspect.Va // the hooked addresses in table order
 	gen    uint32
 	cur    []atomic.Pointer[driver.Event] // the held hit of each vCPU
+	posted []atomic.Uint64                // when the plugin posted it (CLOCK_MONOTONIC ns)
+	rt     atomic.Int64                   // round trip of the last release, ns
 	closed chan struct{}
 	wg     sync.WaitGroup
 
@@ -106,6 +108,7 @@ func OpenPlugin(ctx context.Context, cfg PluginConfig, log *slog.Logger) (_ *Plu
 		return nil, fmt.Errorf("qemu plugin: %w", err)
 	}
 	d.cur = make([]atomic.Pointer[driver.Event], d.hdr.VCPUs)
+	d.posted = make([]atomic.Uint64, d.hdr.VCPUs)
 	d.hits = make(chan *driver.Event, d.hdr.VCPUs)
 	// The table may hold a previous exporter's hooks: empty it before
 	// saying we are here, so that nothing is held for hooks nobody wants.
@@ -267,6 +270,7 @@ func (d *PluginDriver) waitMailbox(v int) {
 		}
 		ev := d.event(v, h)
 		ev.Seq = uint64(p)
+		d.posted[v].Store(h.TimeNS)
 		d.cur[v].Store(ev)
 		select {
 		case d.hits <- ev:
@@ -360,8 +364,16 @@ func (d *PluginDriver) ReleaseHit(ev *driver.Event) (bool, error) {
 		return false, nil
 	}
 	d.cur[v].CompareAndSwap(ev, nil)
-	return d.release(v, uint32(ev.Seq)), nil
+	held := d.release(v, uint32(ev.Seq))
+	if t := d.posted[v].Load(); t != 0 {
+		d.rt.Store(int64(monotonicNS() - t))
+	}
+	return held, nil
 }
+
+// LastRoundTrip is how long the last released hit's vCPU waited: from
+// the plugin's post to the release (both on CLOCK_MONOTONIC).
+func (d *PluginDriver) LastRoundTrip() time.Duration { return time.Duration(d.rt.Load()) }
 
 // release acknowledges hit seq of vCPU v and wakes the vCPU. It reports
 // whether the vCPU was still waiting (a hold that ran out just now may

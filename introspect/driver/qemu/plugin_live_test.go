@@ -1,0 +1,250 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
+	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+	"github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
+	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
+)
+
+// pluginGuest boots the test guest (2 vCPUs) with the vmi-hooks plugin
+// loaded with opts, and returns it with the plugin's shared file.
+func pluginGuest(tb testing.TB, opts ...string) (*testguest.Guest, *testguest.Assets, string) {
+	tb.Helper()
+	testutil.RequireTool(tb, testguest.QEMUBinary(""))
+	so := testguest.RequirePlugin(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	assets, err := testguest.Prepare(ctx, "", log)
+	if err != nil {
+		tb.Fatalf("prepare test guest: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "vqp")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	shm := filepath.Join(dir, "hooks")
+	var args []string
+	if so != "" {
+		args = testguest.PluginArgs(so, shm, opts...)
+	}
+	g, err := testguest.Boot(ctx, assets, testguest.Options{Dir: dir, Log: log, CPUs: 2, ExtraArgs: args})
+	if err != nil {
+		tb.Fatalf("boot test guest: %v", err)
+	}
+	tb.Cleanup(func() { g.Close() })
+	if err := g.WaitReady(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return g, assets, shm
+}
+
+func openPlugin(tb testing.TB, g *testguest.Guest, shm string) *PluginDriver {
+	tb.Helper()
+	d, err := OpenPlugin(context.Background(), PluginConfig{SHMPath: shm, RAMPath: g.RAMPath, RAMSize: uint64(g.RAMSize)}, nil)
+	if err != nil {
+		tb.Fatalf("open plugin: %v", err)
+	}
+	tb.Cleanup(func() { d.Close() })
+	return d
+}
+
+func pluginOS(tb testing.TB, d *PluginDriver, kernel string) *linux.OS {
+	tb.Helper()
+	prof, err := vmlinux.Profile(kernel, vmlinux.Options{})
+	if err != nil {
+		tb.Fatalf("kernel profile: %v", err)
+	}
+	o, err := linux.New(d, prof, linux.Options{})
+	if err != nil {
+		tb.Fatalf("find kernel: %v", err)
+	}
+	return o
+}
+
+// readCounters reads the plugin's counters and applied hook count from
+// its shared file, as a process that is not attached would.
+func readCounters(tb testing.TB, shm string) (PluginCounters, int) {
+	tb.Helper()
+	b, err := os.ReadFile(shm)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h, err := parseSHMHeader(b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := decodeCounters(b[h.CountersOff:], h.VCPUs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c, int(uint32(b[hdrAppliedHooks]) | uint32(b[hdrAppliedHooks+1])<<8 | uint32(b[hdrAppliedHooks+2])<<16 | uint32(b[hdrAppliedHooks+3])<<24)
+}
+
+// slowHandler makes each hit take a while, so that a kill is likely to
+// find a vCPU held, and counts hits on a channel.
+type slowHandler struct {
+	delay time.Duration
+	hits  chan<- struct{}
+}
+
+func (h *slowHandler) HandleHit(*hook.Hit) error {
+	time.Sleep(h.delay)
+	select {
+	case h.hits <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (h *slowHandler) Notice(hook.Notice) {}
+
+const childEnv = "VMI_PLUGIN_CHILD"
+
+// TestLivePluginChild is the exporter that TestLivePluginSIGKILL kills: it
+// runs only when re-executed with VMI_PLUGIN_CHILD=shm|ram|size|kernel.
+func TestLivePluginChild(t *testing.T) {
+	spec := os.Getenv(childEnv)
+	if spec == "" {
+		t.Skip("helper process of TestLivePluginSIGKILL")
+	}
+	f := strings.Split(spec, "|")
+	if len(f) != 4 {
+		t.Fatalf("%s=%q", childEnv, spec)
+	}
+	size, _ := strconv.ParseUint(f[2], 10, 64)
+	d, err := OpenPlugin(context.Background(), PluginConfig{SHMPath: f[0], RAMPath: f[1], RAMSize: size}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := pluginOS(t, d, f[3])
+	eng := hook.NewPlugin(d, hook.WithPluginFlush(o.Flush))
+	for _, name := range []string{"ksys_write", "do_syscall_64"} {
+		fn, err := o.Symbol(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := eng.Add(hook.Hook{Addr: fn, Root: o.KernelRoot(), Global: true, Tag: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hits := make(chan struct{}, 1)
+	go func() {
+		n := 0
+		for range hits {
+			if n++; n == 200 {
+				fmt.Println("CHILD-HOOKED")
+			}
+		}
+	}()
+	// Runs until killed.
+	_ = eng.Run(context.Background(), &slowHandler{delay: 200 * time.Microsecond, hits: hits})
+}
+
+// TestLivePluginSIGKILL kills an exporter (a child process, so that the
+// kill is real) while it holds hits of a hot function: the guest must go
+// on running its workload, holds must stop after at most one deadline per
+// vCPU, and the plugin must drop its instrumentation once the exporter's
+// heartbeat is stale.
+func TestLivePluginSIGKILL(t *testing.T) {
+	g, assets, shm := pluginGuest(t)
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	free := recordRate(g, 3*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestLivePluginChild$", "-test.v")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%s|%d|%s", childEnv, shm, g.RAMPath, g.RAMSize, assets.Kernel))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	hooked := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "CHILD-HOOKED") {
+				close(hooked)
+			}
+		}
+	}()
+	select {
+	case <-hooked:
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		t.Fatal("child exporter never hooked")
+	}
+	held := recordRate(g, 3*time.Second)
+	c0, n0 := readCounters(t, shm)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed := time.Now()
+	t.Logf("killed the exporter: %d hooks instrumented, counters %+v", n0, c0)
+
+	// Records go on arriving: nothing waits for the dead exporter.
+	if !waitRecords(g, 5, 30*time.Second) {
+		t.Fatal("guest does not run its workload after the exporter was killed")
+	}
+	var c1 PluginCounters
+	var n1 int
+	for {
+		c1, n1 = readCounters(t, shm)
+		if n1 == 0 || time.Since(killed) > 10*time.Second {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("instrumentation dropped %v after the kill", time.Since(killed))
+	if n1 != 0 {
+		t.Fatalf("%d hooks still instrumented 10s after the exporter died", n1)
+	}
+	after := recordRate(g, 3*time.Second)
+	c2, _ := readCounters(t, shm)
+	t.Logf("records/s: %.1f unhooked, %.1f hooked, %.1f after the kill; counters at the drop %+v, later %+v", free, held, after, c1, c2)
+	if d := c1.MissedDeadline - c0.MissedDeadline; d > 2 {
+		t.Errorf("%d holds ran out after the kill, want at most one per vCPU", d)
+	}
+	if c1.Held-c0.Held > 2 {
+		// A hold released by the child just before it died may count.
+		t.Errorf("%d holds completed after the kill", c1.Held-c0.Held)
+	}
+	if c2.Hits != c1.Hits || c2.Held != c1.Held || c2.MissedDeadline != c1.MissedDeadline {
+		t.Errorf("the plugin still sees hits after dropping its instrumentation: %+v then %+v", c1, c2)
+	}
+
+	// A new exporter can attach to the same plugin and hook again.
+	d := openPlugin(t, g, shm)
+	if err := d.SetHooks([]introspect.Va{0xffff_ffff_ff00_0000}); err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer acancel()
+	if err := d.WaitHooksApplied(actx); err != nil {
+		t.Fatalf("re-attach: %v", err)
+	}
+}
