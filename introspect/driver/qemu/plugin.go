@@ -122,14 +122,16 @@ func OpenPlugin(ctx context.Context, cfg PluginConfig, log *slog.Logger) (_ *Plu
 	go d.heartbeat()
 	for v := range d.hdr.VCPUs {
 		off, _ := d.hdr.mailboxOff(v)
-		// Release what a previous exporter left held.
-		d.store32(off+mbAck, d.load32(off+mbPost))
+		// Release what a previous exporter left held; hits from now on
+		// are ours.
+		last := d.load32(off + mbPost)
+		d.store32(off+mbAck, last)
 		futexWake(d.word(off + mbAck))
 		d.wg.Add(1)
 		if d.hdr.Mode == shmModeAsync {
 			go d.pollRing(v)
 		} else {
-			go d.waitMailbox(v)
+			go d.waitMailbox(v, last)
 		}
 	}
 	log.Info("attached to vmi-hooks plugin", "shm", cfg.SHMPath, "vcpus", d.hdr.VCPUs,
@@ -240,10 +242,9 @@ func futexWake(w *uint32) {
 }
 
 // waitMailbox turns the posts of one vCPU's mailbox into events.
-func (d *PluginDriver) waitMailbox(v int) {
+func (d *PluginDriver) waitMailbox(v int, last uint32) {
 	defer d.wg.Done()
 	off, _ := d.hdr.mailboxOff(v)
-	last := d.load32(off + mbPost)
 	for {
 		select {
 		case <-d.closed:
