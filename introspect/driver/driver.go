@@ -202,7 +202,8 @@ type HookTable interface {
 	WaitHit(ctx context.Context) (*Event, error)
 	// ReleaseHit lets the vCPU of ev go on. held is false when the hold
 	// had already passed its deadline: the vCPU went on by itself, and
-	// memory read for the hit may be newer than the hit.
+	// memory read for the hit may be newer than the hit. Drivers that do
+	// not hold (an async queue) return true.
 	ReleaseHit(ev *Event) (held bool, err error)
 }
 

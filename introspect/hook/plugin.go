@@ -130,52 +130,39 @@ func (p *Plugin) match(va introspect.Va, root introspect.Pa) (hs []*Hook, found 
 // (one at a time: handlers are never called concurrently) and releases
 // the vCPU, until ctx ends or the driver fails.
 func (p *Plugin) Run(ctx context.Context, h Handler) error {
-	var tick <-chan time.Time
-	if p.stats != nil && p.statsEvery > 0 {
-		t := time.NewTicker(p.statsEvery)
-		defer t.Stop()
-		tick = t.C
+	// One goroutine waits and handles: a hand-off between goroutines would
+	// add to the time every held vCPU waits. The wait is cut every
+	// statsEvery to turn the driver's counters into notices.
+	every := p.statsEvery
+	if p.stats == nil || every <= 0 {
+		every = time.Hour
 	}
-	hits := make(chan *driver.Event)
-	errc := make(chan error, 1)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		for {
-			ev, err := p.drv.WaitHit(wctx)
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case hits <- ev:
-			case <-wctx.Done():
-				// Not handled: let the vCPU go now rather than at its deadline.
-				_, _ = p.drv.ReleaseHit(ev)
-				errc <- wctx.Err()
-				return
-			}
-		}
-	}()
+	next := time.Now().Add(every)
 	for {
-		select {
-		case <-tick:
+		if time.Now().After(next) {
 			p.notices(h)
-		case err := <-errc:
-			p.notices(h)
+			next = time.Now().Add(every)
+		}
+		wctx, cancel := context.WithDeadline(ctx, next)
+		ev, err := p.drv.WaitHit(wctx)
+		cancel()
+		if err != nil {
 			if ctx.Err() != nil {
+				p.notices(h)
 				return nil
 			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				continue
+			}
 			return fmt.Errorf("hook: wait for hit: %w", err)
-		case ev := <-hits:
-			p.dispatch(ev, h)
-			held, err := p.drv.ReleaseHit(ev)
-			if err != nil {
-				return fmt.Errorf("hook: release vCPU %d: %w", ev.VCPU, err)
-			}
-			if !held && ev.Seq != 0 {
-				h.Notice(Notice{Kind: NoticeHoldMissed, VCPU: ev.VCPU, Addr: introspect.Va(ev.Regs.RIP)})
-			}
+		}
+		p.dispatch(ev, h)
+		held, err := p.drv.ReleaseHit(ev)
+		if err != nil {
+			return fmt.Errorf("hook: release vCPU %d: %w", ev.VCPU, err)
+		}
+		if !held && ev.Seq != 0 {
+			h.Notice(Notice{Kind: NoticeHoldMissed, VCPU: ev.VCPU, Addr: introspect.Va(ev.Regs.RIP)})
 		}
 	}
 }

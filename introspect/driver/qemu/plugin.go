@@ -362,7 +362,7 @@ func (d *PluginDriver) ReleaseHit(ev *driver.Event) (bool, error) {
 		return false, fmt.Errorf("qemu plugin: release vCPU %d of %d", v, d.hdr.VCPUs)
 	}
 	if d.hdr.Mode == shmModeAsync {
-		return false, nil
+		return true, nil // no hold, nothing missed
 	}
 	d.cur[v].CompareAndSwap(ev, nil)
 	held := d.release(v, uint32(ev.Seq))
