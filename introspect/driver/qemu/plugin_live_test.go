@@ -26,6 +26,13 @@ import (
 // loaded with opts, and returns it with the plugin's shared file.
 func pluginGuest(tb testing.TB, opts ...string) (*testguest.Guest, *testguest.Assets, string) {
 	tb.Helper()
+	return pluginGuestWith(tb, testguest.Options{}, opts...)
+}
+
+// pluginGuestWith is pluginGuest with boot options (Dir, Log, CPUs and
+// ExtraArgs are set here).
+func pluginGuestWith(tb testing.TB, bo testguest.Options, opts ...string) (*testguest.Guest, *testguest.Assets, string) {
+	tb.Helper()
 	testutil.RequireTool(tb, testguest.QEMUBinary(""))
 	so := testguest.RequirePlugin(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -41,11 +48,9 @@ func pluginGuest(tb testing.TB, opts ...string) (*testguest.Guest, *testguest.As
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
 	shm := filepath.Join(dir, "hooks")
-	var args []string
-	if so != "" {
-		args = testguest.PluginArgs(so, shm, opts...)
-	}
-	g, err := testguest.Boot(ctx, assets, testguest.Options{Dir: dir, Log: log, CPUs: 2, ExtraArgs: args})
+	bo.Dir, bo.Log, bo.CPUs = dir, log, 2
+	bo.ExtraArgs = append(bo.ExtraArgs, testguest.PluginArgs(so, shm, opts...)...)
+	g, err := testguest.Boot(ctx, assets, bo)
 	if err != nil {
 		tb.Fatalf("boot test guest: %v", err)
 	}
@@ -246,5 +251,120 @@ func TestLivePluginSIGKILL(t *testing.T) {
 	defer acancel()
 	if err := d.WaitHooksApplied(actx); err != nil {
 		t.Fatalf("re-attach: %v", err)
+	}
+}
+
+// TestLivePluginAsync runs the plugin in async mode with a tiny ring and
+// a slow consumer on a hot function: hits arrive as copies, the overflow
+// is counted, and the guest never waits for the exporter.
+func TestLivePluginAsync(t *testing.T) {
+	g, assets, shm := pluginGuest(t, "mode=async", "ring=4")
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	free := recordRate(g, 3*time.Second)
+	d := openPlugin(t, g, shm)
+	if d.Mode() != "async" {
+		t.Fatalf("mode %s", d.Mode())
+	}
+	o := pluginOS(t, d, assets.Kernel)
+	fn, err := o.Symbol("do_syscall_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := hook.NewPlugin(d, hook.WithStatsInterval(100*time.Millisecond))
+	if err := eng.Add(hook.Hook{Addr: fn, Root: o.KernelRoot(), Global: true, Tag: "syscall"}); err != nil {
+		t.Fatal(err)
+	}
+	hits := make(chan struct{}, 1<<16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx, &slowHandler{delay: 2 * time.Millisecond, hits: hits}) }()
+	async := recordRate(g, 3*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.HookStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := d.Counters()
+	t.Logf("records/s %.1f unhooked, %.1f async-hooked; %d hits handled; plugin %+v", free, async, len(hits), c)
+	if len(hits) == 0 || c.RingPosted == 0 {
+		t.Fatal("no hit came through the ring")
+	}
+	if st.Overflow == 0 {
+		t.Error("a 4-entry ring behind a 2ms consumer never overflowed")
+	}
+	if st.Held != 0 || st.MissedDeadline != 0 {
+		t.Errorf("async mode held vCPUs: %+v", st)
+	}
+	if !waitRecords(g, 5, 30*time.Second) {
+		t.Fatal("guest does not run its workload")
+	}
+}
+
+// TestLivePluginNoIdle changes the hook table of a guest that never idles
+// (idle=poll: its vCPUs never halt, so QEMU's idle callback never runs):
+// the plugin must apply a new table, and an empty one, within a second,
+// and count no hit once the table is empty.
+func TestLivePluginNoIdle(t *testing.T) {
+	g, assets, shm := pluginGuestWith(t, testguest.Options{ExtraAppend: "idle=poll"})
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	d := openPlugin(t, g, shm)
+	o := pluginOS(t, d, assets.Kernel)
+	fn, err := o.Symbol("ksys_write")
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply := func(vas []introspect.Va) time.Duration {
+		t.Helper()
+		t0 := time.Now()
+		if err := d.SetHooks(vas); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := d.WaitHooksApplied(ctx); err != nil {
+			t.Fatalf("table of %d hooks not applied within 1s: %v", len(vas), err)
+		}
+		return time.Since(t0)
+	}
+	var lat []time.Duration
+	for range 5 {
+		lat = append(lat, apply([]introspect.Va{fn}))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ev, err := d.WaitHit(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("no hit after the table was applied: %v", err)
+		}
+		if _, err := d.ReleaseHit(ev); err != nil {
+			t.Fatal(err)
+		}
+		lat = append(lat, apply(nil))
+	}
+	// Hits the mailbox goroutines queued before the empty table applied.
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		ev, err := d.WaitHit(ctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		d.ReleaseHit(ev)
+	}
+	c1, _ := d.Counters()
+	time.Sleep(2 * time.Second)
+	c2, _ := d.Counters()
+	t.Logf("apply latencies (set, clear, ...): %v; counters %+v", lat, c2)
+	if c2.Hits != c1.Hits {
+		t.Errorf("%d hits counted with an empty table", c2.Hits-c1.Hits)
 	}
 }
