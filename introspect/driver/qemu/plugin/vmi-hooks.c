@@ -167,6 +167,10 @@ static uint32_t max_hooks = 256;
 static uint32_t ring_entries = 1024;
 static uint32_t spin = 2000;
 static bool verbose;
+/* trigger=tb (default): kernel-half TBs test the pending flag; idle: only
+ * the idle callback applies changes (no cost at all, but a guest that
+ * never idles never sees a change). */
+static bool tb_trigger = true;
 
 /*
  * The applied table: a sorted private copy taken in exclusive context
@@ -498,7 +502,7 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 	 * runs at all enters its kernel at least at each timer tick, so a
 	 * change is seen within ticks, and user-mode code pays nothing.
 	 */
-	if (start >> 63)
+	if (tb_trigger && (start >> 63))
 		qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_pending, QEMU_PLUGIN_CB_R_REGS,
 							  QEMU_PLUGIN_COND_NE, pending, 0, NULL);
 	if (napplied == 0)
@@ -613,6 +617,13 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
 			ring_entries = (uint32_t)x;
 		} else if (strcmp(k, "spin") == 0 && parse_u64(v, 0, 10000000, &x)) {
 			spin = (uint32_t)x;
+		} else if (strcmp(k, "trigger") == 0) {
+			if (strcmp(v, "tb") == 0)
+				tb_trigger = true;
+			else if (strcmp(v, "idle") == 0)
+				tb_trigger = false;
+			else
+				goto bad;
 		} else if (strcmp(k, "verbose") == 0) {
 			verbose = strcmp(v, "on") == 0 || strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
 		} else {
