@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 )
 
 // repoRoot finds the repository from this source file, so that tests in
@@ -48,24 +50,16 @@ func BuildPlugin(ctx context.Context) (string, error) {
 // are missing locally and failing it under CI, like testutil.RequireTool.
 func RequirePlugin(tb testing.TB) string {
 	tb.Helper()
-	for _, tool := range []string{"gcc", "pkg-config"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skipOrFail(tb, "%s not installed: %v", tool, err)
-		}
-	}
+	testutil.RequireTool(tb, "gcc")
+	testutil.RequireTool(tb, "pkg-config")
 	so, err := BuildPlugin(context.Background())
 	if err != nil {
-		skipOrFail(tb, "%v", err)
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("CI must run the plugin tests: %v", err)
+		}
+		tb.Skip(err)
 	}
 	return so
-}
-
-func skipOrFail(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	if os.Getenv("CI") != "" {
-		tb.Fatalf("CI must run the plugin tests: "+format, args...)
-	}
-	tb.Skipf(format, args...)
 }
 
 // PluginArgs returns the QEMU arguments that load the plugin so with its

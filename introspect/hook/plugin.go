@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
-	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
-	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 )
 
 // PluginOption configures a Plugin engine.
@@ -117,13 +115,7 @@ func (p *Plugin) WaitApplied(ctx context.Context) error {
 func (p *Plugin) match(va introspect.Va, root introspect.Pa) (hs []*Hook, found bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	all := p.hooks[va]
-	for _, h := range all {
-		if h.Global || introspect.Pa(amd64.CR3Root(uint64(h.Root))) == root {
-			hs = append(hs, h)
-		}
-	}
-	return hs, len(all) > 0
+	return applicable(p.hooks[va], root)
 }
 
 // Run waits for hits on every vCPU, hands each matching hook's hit to h
@@ -191,27 +183,10 @@ func (p *Plugin) notices(h Handler) {
 	p.last = s
 }
 
+// dispatch is Native's without an injector: the plugin cannot inject a
+// page fault, so a handler's missing page drops the hit (NoticeUnreadable).
 func (p *Plugin) dispatch(ev *driver.Event, h Handler) {
-	va := introspect.Va(ev.Regs.RIP)
-	hooks, found := p.match(va, introspect.Pa(ev.Regs.TranslationRoot()))
-	if !found {
-		h.Notice(Notice{Kind: NoticeStaleBreakpoint, VCPU: ev.VCPU, Addr: va})
-		return
-	}
-	if len(hooks) > 0 && p.flush != nil {
-		p.flush()
-	}
-	for _, hk := range hooks {
-		err := h.HandleHit(&Hit{Hook: hk, Ev: ev})
-		if err == nil {
-			continue
-		}
-		if fva, ok := paging.PageFault(err); ok {
-			h.Notice(Notice{Kind: NoticeUnreadable, VCPU: ev.VCPU, Tag: hk.Tag, Addr: fva, Err: err})
-			continue
-		}
-		h.Notice(Notice{Kind: NoticeHandlerError, VCPU: ev.VCPU, Tag: hk.Tag, Addr: va, Err: err})
-	}
+	dispatch(ev, h, p.match, p.flush, nil)
 }
 
 // Close empties the plugin's table, which drops every instrumentation,

@@ -5,16 +5,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
-	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
-	"github.com/vmi-exporter/vmi-exporter/introspect"
-	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
 	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
@@ -28,30 +24,12 @@ import (
 // is closed and the plugin must count no hit at all while the workload
 // runs on (detach leaves no instrumentation).
 func TestLivePlugin(t *testing.T) {
-	testutil.RequireTool(t, testguest.QEMUBinary(""))
 	so := testguest.RequirePlugin(t)
+	shm := filepath.Join(t.TempDir(), "hooks")
+	g, assets := testguest.BootForTest(t, "vpl", testguest.Options{CPUs: 2, ExtraArgs: testguest.PluginArgs(so, shm)})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	assets, err := testguest.Prepare(ctx, "", log)
-	if err != nil {
-		t.Fatalf("prepare test guest: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "vpl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	shm := filepath.Join(dir, "hooks")
-	g, err := testguest.Boot(ctx, assets, testguest.Options{Dir: dir, Log: log, CPUs: 2,
-		ExtraArgs: testguest.PluginArgs(so, shm)})
-	if err != nil {
-		t.Fatalf("boot test guest: %v", err)
-	}
-	t.Cleanup(func() { g.Close() })
-	if err := g.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	d, err := qemu.OpenPlugin(ctx, qemu.PluginConfig{SHMPath: shm, RAMPath: g.RAMPath, RAMSize: uint64(g.RAMSize)}, log)
 	if err != nil {
 		t.Fatalf("attach: %v", err)
@@ -77,54 +55,20 @@ func TestLivePlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{},
-		last: map[introspect.VCPU]amd64.Registers{}}
 	eng := hook.NewPlugin(d, hook.WithPluginFlush(o.Flush))
-	for _, p := range ps {
-		rec.probes[p.Name] = p
-		if err := eng.Add(hook.Hook{Addr: p.Addr, Root: p.Root, Global: true, Tag: p.Name}); err != nil {
-			t.Fatal(err)
+	runProbes(t, g, eng, ps, func() error {
+		t0 := time.Now()
+		if err := eng.WaitApplied(ctx); err != nil {
+			return err
 		}
-	}
-	t.Cleanup(func() { eng.Close() })
-	t0 := time.Now()
-	if err := eng.WaitApplied(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d hooks applied in %v", len(ps), time.Since(t0))
-
-	rctx, rcancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(rctx, rec) }()
-	const rounds = 2
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	start := time.Now()
-	man, err := g.Run(wctx, rounds)
-	wcancel()
-	elapsed := time.Since(start)
-	rcancel()
-	if rerr := <-done; rerr != nil {
-		t.Errorf("engine: %v", rerr)
-	}
-	if err != nil {
-		t.Fatalf("workload: %v", err)
-	}
+		t.Logf("%d hooks applied in %v", len(ps), time.Since(t0))
+		return nil
+	})
 	st, _ := d.HookStats()
-	rec.mu.Lock()
-	t.Logf("%d rounds in %v: %d hits (%.0f/s), decode %v/hit, %d events, skips %v, notices %v; plugin %+v",
-		rounds, elapsed, rec.hits, float64(rec.hits)/elapsed.Seconds(), rec.decode/time.Duration(max(rec.hits, 1)),
-		len(rec.events), rec.skips, rec.notices, st)
-	for name, es := range rec.errs {
-		t.Errorf("probe %s: %d decode errors, first: %v", name, len(es), es[0])
-	}
+	t.Logf("plugin counters %+v", st)
 	if st.MissedDeadline != 0 {
 		t.Errorf("%d holds missed their deadline", st.MissedDeadline)
 	}
-	checkManifest(t, man, rec.events)
-	if t.Failed() {
-		t.Logf("hits:\n%s", strings.Join(rec.trace, "\n"))
-	}
-	rec.mu.Unlock()
 
 	// Detach: no instrumentation is left, so the plugin counts nothing.
 	t1 := time.Now()
@@ -136,7 +80,7 @@ func TestLivePlugin(t *testing.T) {
 		t.Fatalf("%d hooks still instrumented after Close", n)
 	}
 	before, _ := d.HookStats()
-	wctx, wcancel = context.WithTimeout(context.Background(), 5*time.Minute)
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	_, err = g.Run(wctx, 1)
 	wcancel()
 	if err != nil {

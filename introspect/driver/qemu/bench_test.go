@@ -226,7 +226,7 @@ func BenchmarkPluginHit(b *testing.B) {
 	}
 	loaded := recordRate(g, 10*time.Second)
 	d := openPlugin(b, g, shm)
-	o := pluginOS(b, d, assets.Kernel)
+	o := kernelOS(b, d, assets)
 	for _, name := range []string{"ksys_write", "do_syscall_64"} {
 		fn, err := o.Symbol(name)
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,11 +14,8 @@ import (
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
-	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
-	"github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
-	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
 )
 
 // pluginGuest boots the test guest (2 vCPUs) with the vmi-hooks plugin
@@ -33,31 +29,12 @@ func pluginGuest(tb testing.TB, opts ...string) (*testguest.Guest, *testguest.As
 // ExtraArgs are set here).
 func pluginGuestWith(tb testing.TB, bo testguest.Options, opts ...string) (*testguest.Guest, *testguest.Assets, string) {
 	tb.Helper()
-	testutil.RequireTool(tb, testguest.QEMUBinary(""))
 	so := testguest.RequirePlugin(tb)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	assets, err := testguest.Prepare(ctx, "", log)
-	if err != nil {
-		tb.Fatalf("prepare test guest: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "vqp")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
+	dir := tb.TempDir()
 	shm := filepath.Join(dir, "hooks")
-	bo.Dir, bo.Log, bo.CPUs = dir, log, 2
+	bo.CPUs = 2
 	bo.ExtraArgs = append(bo.ExtraArgs, testguest.PluginArgs(so, shm, opts...)...)
-	g, err := testguest.Boot(ctx, assets, bo)
-	if err != nil {
-		tb.Fatalf("boot test guest: %v", err)
-	}
-	tb.Cleanup(func() { g.Close() })
-	if err := g.WaitReady(ctx); err != nil {
-		tb.Fatal(err)
-	}
+	g, assets := testguest.BootForTest(tb, "vqp", bo)
 	return g, assets, shm
 }
 
@@ -69,19 +46,6 @@ func openPlugin(tb testing.TB, g *testguest.Guest, shm string) *PluginDriver {
 	}
 	tb.Cleanup(func() { d.Close() })
 	return d
-}
-
-func pluginOS(tb testing.TB, d *PluginDriver, kernel string) *linux.OS {
-	tb.Helper()
-	prof, err := vmlinux.Profile(kernel, vmlinux.Options{})
-	if err != nil {
-		tb.Fatalf("kernel profile: %v", err)
-	}
-	o, err := linux.New(d, prof, linux.Options{})
-	if err != nil {
-		tb.Fatalf("find kernel: %v", err)
-	}
-	return o
 }
 
 // readCounters reads the plugin's counters and applied hook count from
@@ -139,7 +103,7 @@ func TestLivePluginChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := pluginOS(t, d, f[3])
+	o := kernelOS(t, d, &testguest.Assets{Kernel: f[3]})
 	eng := hook.NewPlugin(d, hook.WithPluginFlush(o.Flush))
 	for _, name := range []string{"ksys_write", "do_syscall_64"} {
 		fn, err := o.Symbol(name)
@@ -267,7 +231,7 @@ func TestLivePluginAsync(t *testing.T) {
 	if d.Mode() != "async" {
 		t.Fatalf("mode %s", d.Mode())
 	}
-	o := pluginOS(t, d, assets.Kernel)
+	o := kernelOS(t, d, assets)
 	fn, err := o.Symbol("do_syscall_64")
 	if err != nil {
 		t.Fatal(err)
@@ -318,7 +282,7 @@ func TestLivePluginNoIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := openPlugin(t, g, shm)
-	o := pluginOS(t, d, assets.Kernel)
+	o := kernelOS(t, d, assets)
 	fn, err := o.Symbol("ksys_write")
 	if err != nil {
 		t.Fatal(err)
