@@ -40,15 +40,22 @@ func liveOSWith(t testing.TB, opts testguest.Options) (*testguest.Guest, *qemu.D
 		t.Fatalf("attach: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
-	prof, err := vmlinux.Profile(assets.Kernel, vmlinux.Options{})
+	return g, d, findKernel(t, d, assets.Kernel)
+}
+
+// findKernel finds the running kernel of the image at kernel (KASLR
+// slide, kernel root) through m.
+func findKernel(t testing.TB, m oslinux.Memory, kernel string) *oslinux.OS {
+	t.Helper()
+	prof, err := vmlinux.Profile(kernel, vmlinux.Options{})
 	if err != nil {
 		t.Fatalf("kernel profile: %v", err)
 	}
-	o, err := oslinux.New(d, prof, oslinux.Options{})
+	o, err := oslinux.New(m, prof, oslinux.Options{})
 	if err != nil {
 		t.Fatalf("find kernel: %v", err)
 	}
-	return g, d, o
+	return o
 }
 
 // recorder decodes hits like the collector's event loop does and keeps

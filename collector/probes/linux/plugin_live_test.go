@@ -13,8 +13,6 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
-	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
-	"github.com/vmi-exporter/vmi-exporter/introspect/vmlinux"
 )
 
 // TestLivePlugin is TestLive on the vmi-hooks QEMU plugin instead of the
@@ -38,16 +36,9 @@ func TestLivePlugin(t *testing.T) {
 	if d.VCPUs() != 2 {
 		t.Fatalf("VCPUs = %d, want 2", d.VCPUs())
 	}
-	prof, err := vmlinux.Profile(assets.Kernel, vmlinux.Options{})
-	if err != nil {
-		t.Fatalf("kernel profile: %v", err)
-	}
 	// The OS layer finds the kernel from register samples the plugin
 	// takes while the guest runs.
-	o, err := oslinux.New(d, prof, oslinux.Options{})
-	if err != nil {
-		t.Fatalf("find kernel: %v", err)
-	}
+	o := findKernel(t, d, assets.Kernel)
 	t.Logf("kernel %q slide %#x root %v", o.Banner(), o.Slide(), o.KernelRoot())
 
 	gos := probes.New(o)
