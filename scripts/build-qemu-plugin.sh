@@ -23,11 +23,16 @@ fi
 mkdir -p "$out"
 so="$out/libvmi-hooks.so"
 if [ ! -s "$so" ] || [ "$src" -nt "$so" ]; then
+	# A private temporary name and a rename: test packages build it in
+	# parallel, and none may load a half-written file.
+	tmp=$(mktemp "$out/.libvmi-hooks.XXXXXX")
+	trap 'rm -f "$tmp"' EXIT
 	# shellcheck disable=SC2086 # pkg-config prints several flags
 	gcc -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror \
 		-shared -fPIC -fvisibility=hidden \
 		-I"$hdr" $glib \
-		-o "$so.tmp" "$src" -lpthread
-	mv "$so.tmp" "$so"
+		-o "$tmp" "$src" -lpthread
+	chmod 0755 "$tmp"
+	mv -f "$tmp" "$so"
 fi
 echo "$so"
