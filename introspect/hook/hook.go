@@ -71,9 +71,10 @@ const (
 	// NoticeUnreadable: a handler needed a page that is not present and the
 	// driver cannot inject a page fault; the hit was dropped.
 	NoticeUnreadable
-	// NoticeHoldMissed: a held hit (Plugin engine) was released after its
-	// hold deadline: the vCPU had gone on, the hit was handled late or
-	// not at all.
+	// NoticeHoldMissed: a held hit (Plugin engine) outlived its hold
+	// deadline: the vCPU went on, and the hit was handled late (with
+	// guest memory possibly newer than the hit) or, when the driver had
+	// not read it yet, dropped.
 	NoticeHoldMissed
 	// NoticeNotHeld: the plugin did not hold a hit because it judged the
 	// exporter gone or unresponsive (just after a missed deadline); the

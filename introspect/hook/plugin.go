@@ -153,15 +153,17 @@ func (p *Plugin) Run(ctx context.Context, h Handler) error {
 		if err != nil {
 			return fmt.Errorf("hook: release vCPU %d: %w", ev.VCPU, err)
 		}
-		if !held && ev.Seq != 0 {
+		if !held && p.stats == nil {
+			// Without counters this is all that tells of a missed hold.
 			h.Notice(Notice{Kind: NoticeHoldMissed, VCPU: ev.VCPU, Addr: introspect.Va(ev.Regs.RIP)})
 		}
 	}
 }
 
-// notices turns the growth of the driver's not-held and overflow
-// counters into notices. Deadline misses are reported per hit by Run,
-// which knows the vCPU.
+// notices turns the growth of the driver's counters of missed holds,
+// hits not held and overflows into notices. Missed holds are counted here
+// rather than at release, so that a hit whose vCPU went on before the
+// driver even read it (and that was dropped) is counted too.
 func (p *Plugin) notices(h Handler) {
 	if p.stats == nil {
 		return
@@ -178,6 +180,7 @@ func (p *Plugin) notices(h Handler) {
 			h.Notice(Notice{Kind: kind})
 		}
 	}
+	emit(NoticeHoldMissed, s.MissedDeadline, p.last.MissedDeadline)
 	emit(NoticeNotHeld, s.MissedNoConsumer, p.last.MissedNoConsumer)
 	emit(NoticeOverflow, s.Overflow, p.last.Overflow)
 	p.last = s

@@ -18,13 +18,16 @@ import (
 // TestLivePlugin is TestLive on the vmi-hooks QEMU plugin instead of the
 // gdbstub: the guest (2 vCPUs) never stops, the probes decode from the
 // mailbox registers and the RAM file while the hitting vCPU is held, and
-// the events must match the workload's manifest exactly. Then the engine
+// the events must match the workload's manifest exactly. The hold
+// deadline is 1s rather than the default 20ms: on a loaded test machine
+// the exporter is sometimes not scheduled within 20ms, and a hit whose
+// hold ran out is missed, which would make the exact count flaky. Then the engine
 // is closed and the plugin must count no hit at all while the workload
 // runs on (detach leaves no instrumentation).
 func TestLivePlugin(t *testing.T) {
 	so := testguest.RequirePlugin(t)
 	shm := filepath.Join(t.TempDir(), "hooks")
-	g, assets := testguest.BootForTest(t, "vpl", testguest.Options{CPUs: 2, ExtraArgs: testguest.PluginArgs(so, shm)})
+	g, assets := testguest.BootForTest(t, "vpl", testguest.Options{CPUs: 2, ExtraArgs: testguest.PluginArgs(so, shm, "hold_ms=1000")})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

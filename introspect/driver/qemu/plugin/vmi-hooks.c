@@ -209,6 +209,13 @@ static uint64_t suspend_hb;
 static pthread_t watcher;
 static volatile int stopping;
 
+/*
+ * Set by the first translation: by then QEMU has created the boot vCPUs
+ * and sized the scoreboard for them. The watcher writes no flag before,
+ * because the scoreboard is reallocated as vCPUs are created.
+ */
+static int started;
+
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 static void on_vcpu_idle(qemu_plugin_id_t id, unsigned int vcpu);
 static void on_atexit(qemu_plugin_id_t id, void *p);
@@ -497,6 +504,8 @@ static bool lookup(uint64_t va, uint32_t *idx)
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
 	uint64_t start = qemu_plugin_tb_vaddr(tb);
+	if (!__atomic_load_n(&started, __ATOMIC_RELAXED))
+		__atomic_store_n(&started, 1, __ATOMIC_RELEASE);
 	/*
 	 * Kernel-half translations carry the change trigger: every guest that
 	 * runs at all enters its kernel at least at each timer tick, so a
@@ -534,6 +543,8 @@ static void *watch(void *arg)
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
 		struct timespec ts = { 0, 10 * 1000000L };
 		nanosleep(&ts, NULL);
+		if (!__atomic_load_n(&started, __ATOMIC_ACQUIRE))
+			continue;
 		uint64_t key = desired_key(now_ns());
 		uint32_t req = LOAD(&hdr->sample_req);
 		bool change = key != __atomic_load_n(&applied_key, __ATOMIC_RELAXED) && !(key != 0 && (key & 1));
@@ -562,9 +573,9 @@ static void on_atexit(qemu_plugin_id_t id, void *p)
 			qemu_plugin_outs(line);
 		}
 	}
-	/* The file stays for a post-mortem read of the counters; whoever
-	 * started QEMU removes it. */
-	munmap(hdr, shm_size);
+	/* Not unmapped: QEMU is exiting, and a vCPU thread that still ran a
+	 * callback would fault. The file stays for a post-mortem read of the
+	 * counters; whoever started QEMU removes it. */
 }
 
 /* ---- install ---- */
