@@ -332,3 +332,43 @@ func TestLivePluginNoIdle(t *testing.T) {
 		t.Errorf("%d hits counted with an empty table", c2.Hits-c1.Hits)
 	}
 }
+
+// TestLivePluginHung attaches an exporter that never answers (alive, its
+// heartbeat fresh, but no hit is ever taken): the plugin's backoff must
+// keep the holds that run out few, and the workload going.
+func TestLivePluginHung(t *testing.T) {
+	g, assets, shm := pluginGuest(t)
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	free := recordRate(g, 3*time.Second)
+	d := openPlugin(t, g, shm)
+	o := kernelOS(t, d, assets)
+	fn, err := o.Symbol("do_syscall_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetHooks([]introspect.Va{fn}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.WaitHooksApplied(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c0, _ := d.Counters()
+	const window = 5 * time.Second
+	hung := recordRate(g, window)
+	c1, _ := d.Counters()
+	missed := c1.MissedDeadline - c0.MissedDeadline
+	t.Logf("records/s %.1f unhooked, %.1f with a hung exporter; %d holds ran out in %v, %d hits not held", free, hung, missed,
+		window, c1.MissedNoConsumer-c0.MissedNoConsumer)
+	// Backoff 20ms, 40ms, ... 1s: about 6 misses to reach 1s, then one a
+	// second, per vCPU at most.
+	if missed > 2*(6+uint64(window/time.Second)+2) {
+		t.Errorf("%d holds ran out in %v: no backoff", missed, window)
+	}
+	if hung == 0 {
+		t.Error("workload stopped under a hung exporter")
+	}
+}

@@ -206,6 +206,16 @@ static qemu_plugin_u64 pending;
  */
 static uint64_t suspend_hb;
 
+/*
+ * An exporter that is alive but does not answer (a stuck handler) keeps
+ * its heartbeat fresh: consecutive misses also suspend holds for a time
+ * that doubles up to MAX_BACKOFF_NS, so that it costs the guest at most
+ * one deadline per vCPU and backoff period. A hold released in time ends
+ * the backoff.
+ */
+#define MAX_BACKOFF_NS 1000000000ULL
+static uint64_t backoff_ns, suspend_until_ns;
+
 static pthread_t watcher;
 static volatile int stopping;
 
@@ -440,7 +450,7 @@ static void on_hit(unsigned int vcpu, void *udata)
 		return;
 	}
 	uint64_t hb = LOAD(&hdr->heartbeat_ns);
-	if (hb == LOAD(&suspend_hb)) {
+	if (hb == LOAD(&suspend_hb) || now < LOAD(&suspend_until_ns)) {
 		BUMP(&cnts[vcpu].miss_no_consumer);
 		return;
 	}
@@ -476,9 +486,15 @@ static void on_hit(unsigned int vcpu, void *udata)
 	}
 	STORE(&mb->abandoned, n);
 	STORE(&suspend_hb, hb);
+	uint64_t b = LOAD(&backoff_ns);
+	b = b == 0 ? hold_ns : (b * 2 > MAX_BACKOFF_NS ? MAX_BACKOFF_NS : b * 2);
+	STORE(&backoff_ns, b);
+	STORE(&suspend_until_ns, now_ns() + b);
 	BUMP(&cnts[vcpu].miss_deadline);
 	return;
 released:
+	if (LOAD(&backoff_ns))
+		STORE(&backoff_ns, 0);
 	BUMP(&cnts[vcpu].held);
 }
 
