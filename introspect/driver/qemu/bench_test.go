@@ -220,30 +220,14 @@ func BenchmarkPluginHit(b *testing.B) {
 		noPlugin = recordRate(g, 10*time.Second)
 		g.Close()
 	}
-	g, assets, shm := pluginGuest(b)
-	if err := g.StartLoop(context.Background(), 0); err != nil {
-		b.Fatal(err)
-	}
-	loaded := recordRate(g, 10*time.Second)
-	d := openPlugin(b, g, shm)
-	o := kernelOS(b, d, assets)
+	g, d, o, loaded := loopingPlugin(b, testguest.Options{}, 10*time.Second)
 	for _, name := range []string{"ksys_write", "do_syscall_64"} {
 		fn, err := o.Symbol(name)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Run(name, func(b *testing.B) {
-			t0 := time.Now()
-			if err := d.SetHooks([]introspect.Va{fn}); err != nil {
-				b.Fatal(err)
-			}
-			actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := d.WaitHooksApplied(actx)
-			acancel()
-			if err != nil {
-				b.Fatal(err)
-			}
-			applied := time.Since(t0)
+			applied := applyHooks(b, d, []introspect.Va{fn}, 10*time.Second)
 			rateCh := make(chan float64, 1)
 			ctx, cancel := context.WithCancel(context.Background())
 			go func() { rateCh <- recordRateCtx(ctx, g) }()

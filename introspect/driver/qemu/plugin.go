@@ -365,11 +365,12 @@ func (d *PluginDriver) ReleaseHit(ev *driver.Event) (bool, error) {
 		return true, nil // no hold, nothing missed
 	}
 	d.cur[v].CompareAndSwap(ev, nil)
-	held := d.release(v, uint32(ev.Seq))
+	// Timed before the release, so that being descheduled after it does
+	// not count as the vCPU's wait.
 	if t := d.posted[v].Load(); t != 0 {
 		d.rt.Store(int64(monotonicNS() - t))
 	}
-	return held, nil
+	return d.release(v, uint32(ev.Seq)), nil
 }
 
 // LastRoundTrip is how long the last released hit's vCPU waited: from

@@ -16,6 +16,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+	"github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
 )
 
 // pluginGuest boots the test guest (2 vCPUs) with the vmi-hooks plugin
@@ -46,6 +47,39 @@ func openPlugin(tb testing.TB, g *testguest.Guest, shm string) *PluginDriver {
 	}
 	tb.Cleanup(func() { d.Close() })
 	return d
+}
+
+// loopingPlugin boots a plugin guest (bo and opts as for
+// pluginGuestWith), starts its workload loop, measures its records/s for
+// free before anything attaches, then attaches and finds the kernel.
+func loopingPlugin(tb testing.TB, bo testguest.Options, free time.Duration, opts ...string) (*testguest.Guest, *PluginDriver, *linux.OS, float64) {
+	tb.Helper()
+	g, assets, shm := pluginGuestWith(tb, bo, opts...)
+	if err := g.StartLoop(context.Background(), 0); err != nil {
+		tb.Fatal(err)
+	}
+	var rate float64
+	if free > 0 {
+		rate = recordRate(g, free)
+	}
+	d := openPlugin(tb, g, shm)
+	return g, d, kernelOS(tb, d, assets), rate
+}
+
+// applyHooks sets the plugin's table and waits until it is applied,
+// failing after timeout; it returns how long that took.
+func applyHooks(tb testing.TB, d *PluginDriver, vas []introspect.Va, timeout time.Duration) time.Duration {
+	tb.Helper()
+	t0 := time.Now()
+	if err := d.SetHooks(vas); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := d.WaitHooksApplied(ctx); err != nil {
+		tb.Fatalf("table of %d hooks not applied within %v: %v", len(vas), timeout, err)
+	}
+	return time.Since(t0)
 }
 
 // readCounters reads the plugin's counters and applied hook count from
@@ -222,16 +256,10 @@ func TestLivePluginSIGKILL(t *testing.T) {
 // a slow consumer on a hot function: hits arrive as copies, the overflow
 // is counted, and the guest never waits for the exporter.
 func TestLivePluginAsync(t *testing.T) {
-	g, assets, shm := pluginGuest(t, "mode=async", "ring=4")
-	if err := g.StartLoop(context.Background(), 0); err != nil {
-		t.Fatal(err)
-	}
-	free := recordRate(g, 3*time.Second)
-	d := openPlugin(t, g, shm)
+	g, d, o, free := loopingPlugin(t, testguest.Options{}, 3*time.Second, "mode=async", "ring=4")
 	if d.Mode() != "async" {
 		t.Fatalf("mode %s", d.Mode())
 	}
-	o := kernelOS(t, d, assets)
 	fn, err := o.Symbol("do_syscall_64")
 	if err != nil {
 		t.Fatal(err)
@@ -277,29 +305,12 @@ func TestLivePluginAsync(t *testing.T) {
 // the plugin must apply a new table, and an empty one, within a second,
 // and count no hit once the table is empty.
 func TestLivePluginNoIdle(t *testing.T) {
-	g, assets, shm := pluginGuestWith(t, testguest.Options{ExtraAppend: "idle=poll"})
-	if err := g.StartLoop(context.Background(), 0); err != nil {
-		t.Fatal(err)
-	}
-	d := openPlugin(t, g, shm)
-	o := kernelOS(t, d, assets)
+	_, d, o, _ := loopingPlugin(t, testguest.Options{ExtraAppend: "idle=poll"}, 0)
 	fn, err := o.Symbol("ksys_write")
 	if err != nil {
 		t.Fatal(err)
 	}
-	apply := func(vas []introspect.Va) time.Duration {
-		t.Helper()
-		t0 := time.Now()
-		if err := d.SetHooks(vas); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := d.WaitHooksApplied(ctx); err != nil {
-			t.Fatalf("table of %d hooks not applied within 1s: %v", len(vas), err)
-		}
-		return time.Since(t0)
-	}
+	apply := func(vas []introspect.Va) time.Duration { return applyHooks(t, d, vas, time.Second) }
 	var lat []time.Duration
 	for range 5 {
 		lat = append(lat, apply([]introspect.Va{fn}))
@@ -337,25 +348,12 @@ func TestLivePluginNoIdle(t *testing.T) {
 // heartbeat fresh, but no hit is ever taken): the plugin's backoff must
 // keep the holds that run out few, and the workload going.
 func TestLivePluginHung(t *testing.T) {
-	g, assets, shm := pluginGuest(t)
-	if err := g.StartLoop(context.Background(), 0); err != nil {
-		t.Fatal(err)
-	}
-	free := recordRate(g, 3*time.Second)
-	d := openPlugin(t, g, shm)
-	o := kernelOS(t, d, assets)
+	g, d, o, free := loopingPlugin(t, testguest.Options{}, 3*time.Second)
 	fn, err := o.Symbol("do_syscall_64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetHooks([]introspect.Va{fn}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := d.WaitHooksApplied(ctx); err != nil {
-		t.Fatal(err)
-	}
+	applyHooks(t, d, []introspect.Va{fn}, 10*time.Second)
 	c0, _ := d.Counters()
 	const window = 5 * time.Second
 	hung := recordRate(g, window)
