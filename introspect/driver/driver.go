@@ -156,6 +156,10 @@ type Event struct {
 	// that raised it (1 for INT3), needed to reinject it.
 	Vector            uint8
 	InstructionLength uint8
+
+	// Seq numbers the hits of one vCPU for a HookTable driver, which
+	// needs it to release the right one; zero for other drivers.
+	Seq uint64
 }
 
 // Response tells the driver how to resume the vCPU of an Event. The zero
@@ -204,6 +208,45 @@ type Liveness interface {
 // stopped.
 type LiveReader interface {
 	ReadsWhileRunning() bool
+}
+
+// HookTable is instrumentation that the hypervisor runs at a set of guest
+// virtual addresses without stopping the VM (the vmi-hooks QEMU plugin):
+// only the vCPU that executes a hooked address waits, and only until it is
+// released or its hold deadline passes. Like a Breakpointer's, its hooks
+// match an address in every address space and never change guest memory.
+// A hit is an Event with ReasonBreakpoint, Seq and Regs filled (RIP is the
+// hooked address); guest memory read through the driver while the hit is
+// held is the guest's memory at the hit.
+type HookTable interface {
+	// SetHooks replaces the set of hooked addresses. The hypervisor applies
+	// it asynchronously (within a second); an empty set removes
+	// every instrumentation.
+	SetHooks(vas []introspect.Va) error
+	// WaitHooksApplied blocks until the last SetHooks is in effect.
+	WaitHooksApplied(ctx context.Context) error
+	// WaitHit blocks until a vCPU executes a hooked address, or ctx ends.
+	WaitHit(ctx context.Context) (*Event, error)
+	// ReleaseHit lets the vCPU of ev go on. held is false when the hold
+	// had already passed its deadline: the vCPU went on by itself, and
+	// memory read for the hit may be newer than the hit. Drivers that do
+	// not hold (an async queue) return true.
+	ReleaseHit(ev *Event) (held bool, err error)
+}
+
+// HookStats are a HookTable driver's counters since its instrumentation
+// was loaded, for every exporter that attached to it.
+type HookStats struct {
+	Hits             uint64 // executions of a hooked address
+	Held             uint64 // hits held and released before the deadline
+	MissedDeadline   uint64 // hits whose hold passed the deadline
+	MissedNoConsumer uint64 // hits not held: no live, responsive exporter
+	Overflow         uint64 // async hits dropped because the queue was full
+}
+
+// HookStatter reports a HookTable driver's counters.
+type HookStatter interface {
+	HookStats() (HookStats, error)
 }
 
 // Driver is the least a backend offers: physical memory, registers, and a

@@ -1,15 +1,18 @@
 // Package hook runs code hooks in a guest: it installs breakpoints the guest
 // cannot see, waits for vCPUs to hit them, hands each hit to a Handler, and
-// resumes the guest correctly. Two engines implement it:
+// resumes the guest correctly. Three engines implement it:
 //
 //   - Native, for hypervisors that implement breakpoints themselves without
 //     touching guest memory (QEMU's gdbstub under TCG);
 //   - Views, for hypervisors with alternate EPT views (Xen altp2m), which
 //     hides INT3 bytes in shadow frames of a private view, keeps them armed
 //     across page-out and page-in with a page-table monitor, and injects page
-//     faults for guest memory a handler needs but the guest has paged out.
+//     faults for guest memory a handler needs but the guest has paged out;
+//   - Plugin, for hypervisors that run instrumentation of their own at the
+//     hooked addresses (the vmi-hooks QEMU plugin): only the hitting vCPU
+//     waits, for a bounded time.
 //
-// Both leave the guest as they found it when closed.
+// All leave the guest as they found it when closed.
 package hook
 
 import (
@@ -68,6 +71,18 @@ const (
 	// NoticeUnreadable: a handler needed a page that is not present and the
 	// driver cannot inject a page fault; the hit was dropped.
 	NoticeUnreadable
+	// NoticeHoldMissed: a held hit (Plugin engine) outlived its hold
+	// deadline: the vCPU went on, and the hit was handled late (with
+	// guest memory possibly newer than the hit) or, when the driver had
+	// not read it yet, dropped.
+	NoticeHoldMissed
+	// NoticeNotHeld: the plugin did not hold a hit because it judged the
+	// exporter gone or unresponsive (just after a missed deadline); the
+	// hit was not reported.
+	NoticeNotHeld
+	// NoticeOverflow: the plugin's async queue was full; the hit was
+	// dropped.
+	NoticeOverflow
 )
 
 var noticeNames = [...]string{
@@ -79,6 +94,9 @@ var noticeNames = [...]string{
 	NoticeReadHidden:        "read_hidden",
 	NoticeHandlerError:      "handler_error",
 	NoticeUnreadable:        "unreadable",
+	NoticeHoldMissed:        "hold_missed",
+	NoticeNotHeld:           "not_held",
+	NoticeOverflow:          "overflow",
 }
 
 func (k NoticeKind) String() string {

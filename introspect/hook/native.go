@@ -87,7 +87,13 @@ func (n *Native) Remove(addr introspect.Va) error {
 func (n *Native) match(va introspect.Va, root introspect.Pa) (hs []*Hook, found bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	all := n.hooks[va]
+	return applicable(n.hooks[va], root)
+}
+
+// applicable returns the hooks of all that apply to an address space with
+// root: the Global ones and those whose Root is root. found is false when
+// all is empty.
+func applicable(all []*Hook, root introspect.Pa) (hs []*Hook, found bool) {
 	for _, h := range all {
 		if h.Global || introspect.Pa(amd64.CR3Root(uint64(h.Root))) == root {
 			hs = append(hs, h)
@@ -117,14 +123,22 @@ func (n *Native) Run(ctx context.Context, h Handler) error {
 }
 
 func (n *Native) dispatch(ev *driver.Event, h Handler) {
+	dispatch(ev, h, n.match, n.flush, n.inj)
+}
+
+// dispatch hands the hit of ev to every hook that match finds for its
+// address and address space, calling flush first. A handler's missing page
+// is injected as #PF through inj; without inj (QEMU) the hit is dropped
+// with NoticeUnreadable.
+func dispatch(ev *driver.Event, h Handler, match func(introspect.Va, introspect.Pa) ([]*Hook, bool), flush func(), inj driver.Injector) {
 	va := introspect.Va(ev.Regs.RIP)
-	hooks, found := n.match(va, introspect.Pa(ev.Regs.TranslationRoot()))
+	hooks, found := match(va, introspect.Pa(ev.Regs.TranslationRoot()))
 	if !found {
 		h.Notice(Notice{Kind: NoticeStaleBreakpoint, VCPU: ev.VCPU, Addr: va})
 		return
 	}
-	if len(hooks) > 0 && n.flush != nil {
-		n.flush()
+	if len(hooks) > 0 && flush != nil {
+		flush()
 	}
 	for _, hk := range hooks {
 		err := h.HandleHit(&Hit{Hook: hk, Ev: ev})
@@ -132,14 +146,14 @@ func (n *Native) dispatch(ev *driver.Event, h Handler) {
 			continue
 		}
 		if fva, ok := paging.PageFault(err); ok {
-			if n.inj == nil {
+			if inj == nil {
 				// QEMU cannot inject a #PF: the hit is dropped.
 				h.Notice(Notice{Kind: NoticeUnreadable, VCPU: ev.VCPU, Tag: hk.Tag, Addr: fva, Err: err})
 				continue
 			}
 			// Error code 0: a supervisor read of a page not present. The
 			// guest pages it in and re-executes the hooked address.
-			if ierr := n.inj.InjectPageFault(ev.VCPU, fva, 0); ierr != nil {
+			if ierr := inj.InjectPageFault(ev.VCPU, fva, 0); ierr != nil {
 				h.Notice(Notice{Kind: NoticeUnreadable, VCPU: ev.VCPU, Tag: hk.Tag, Addr: fva, Err: errors.Join(err, ierr)})
 				continue
 			}

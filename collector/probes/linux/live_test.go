@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +13,6 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/linux"
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
-	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
@@ -31,46 +28,34 @@ func liveOS(t testing.TB) (*testguest.Guest, *qemu.Driver, *oslinux.OS) {
 	return liveOSWith(t, testguest.Options{})
 }
 
-// liveOSWith is liveOS with boot options (Dir and Log are set here).
+// liveOSWith is liveOS with boot options (Dir and Log are set when empty).
 func liveOSWith(t testing.TB, opts testguest.Options) (*testguest.Guest, *qemu.Driver, *oslinux.OS) {
 	t.Helper()
-	testutil.RequireTool(t, testguest.QEMUBinary(""))
+	g, assets := testguest.BootForTest(t, "vlx", opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	assets, err := testguest.Prepare(ctx, "", log)
-	if err != nil {
-		t.Fatalf("prepare test guest: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "vlx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	opts.Dir, opts.Log = dir, log
-	g, err := testguest.Boot(ctx, assets, opts)
-	if err != nil {
-		t.Fatalf("boot test guest: %v", err)
-	}
-	t.Cleanup(func() { g.Close() })
-	if err := g.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	d, err := qemu.Open(ctx, qemu.Config{GDBSocket: g.GDBSocket, QMPSocket: g.QMPSocket,
 		RAMPath: g.RAMPath, RAMSize: uint64(g.RAMSize), Timeout: 20 * time.Second}, nil)
 	if err != nil {
 		t.Fatalf("attach: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
-	prof, err := vmlinux.Profile(assets.Kernel, vmlinux.Options{})
+	return g, d, findKernel(t, d, assets.Kernel)
+}
+
+// findKernel finds the running kernel of the image at kernel (KASLR
+// slide, kernel root) through m.
+func findKernel(t testing.TB, m oslinux.Memory, kernel string) *oslinux.OS {
+	t.Helper()
+	prof, err := vmlinux.Profile(kernel, vmlinux.Options{})
 	if err != nil {
 		t.Fatalf("kernel profile: %v", err)
 	}
-	o, err := oslinux.New(d, prof, oslinux.Options{})
+	o, err := oslinux.New(m, prof, oslinux.Options{})
 	if err != nil {
 		t.Fatalf("find kernel: %v", err)
 	}
-	return g, d, o
+	return o
 }
 
 // recorder decodes hits like the collector's event loop does and keeps
@@ -169,9 +154,22 @@ func TestLive(t *testing.T) {
 	if len(ps) != 5 || !slices.Contains(names, probes.FuncFileWritev) {
 		t.Fatalf("probes %v, want 5 with %s", names, probes.FuncFileWritev)
 	}
+	eng := hook.NewNative(d, hook.WithFlush(o.Flush))
+	runProbes(t, g, eng, ps, func() error { return d.Resume() })
+	if err := eng.Close(); err != nil {
+		t.Errorf("close engine: %v", err)
+	}
+}
+
+// runProbes hooks the probes ps with eng, calls start (which lets the
+// guest run, or waits until the hooks are in effect), runs two workload
+// rounds while the engine's loop decodes every hit, and checks the events
+// against the workload's manifest. The engine is left open (a cleanup
+// closes it).
+func runProbes(t *testing.T, g *testguest.Guest, eng hook.Engine, ps []collector.Probe, start func() error) *recorder {
+	t.Helper()
 	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{},
 		last: map[introspect.VCPU]amd64.Registers{}}
-	eng := hook.NewNative(d, hook.WithFlush(o.Flush))
 	for _, p := range ps {
 		rec.probes[p.Name] = p
 		if err := eng.Add(hook.Hook{Addr: p.Addr, Root: p.Root, Global: true, Tag: p.Name}); err != nil {
@@ -179,7 +177,7 @@ func TestLive(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { eng.Close() })
-	if err := d.Resume(); err != nil {
+	if err := start(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -188,16 +186,13 @@ func TestLive(t *testing.T) {
 
 	const rounds = 2
 	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	start := time.Now()
+	t0 := time.Now()
 	man, err := g.Run(rctx, rounds)
 	rcancel()
-	elapsed := time.Since(start)
+	elapsed := time.Since(t0)
 	cancel()
 	if rerr := <-done; rerr != nil {
 		t.Errorf("engine: %v", rerr)
-	}
-	if err := eng.Close(); err != nil {
-		t.Errorf("close engine: %v", err)
 	}
 	if err != nil {
 		t.Fatalf("workload: %v", err)
@@ -216,6 +211,7 @@ func TestLive(t *testing.T) {
 	if t.Failed() {
 		t.Logf("hits:\n%s", strings.Join(rec.trace, "\n"))
 	}
+	return rec
 }
 
 // checkManifest compares events with what the workload reported: every

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
-	"github.com/vmi-exporter/vmi-exporter/internal/testutil"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
@@ -26,28 +23,7 @@ import (
 // runs Debian 12's 7.2 this way).
 func liveGuest(tb testing.TB) (*testguest.Guest, *testguest.Assets) {
 	tb.Helper()
-	testutil.RequireTool(tb, testguest.QEMUBinary(""))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	assets, err := testguest.Prepare(ctx, "", log)
-	if err != nil {
-		tb.Fatalf("prepare test guest: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "vq")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
-	g, err := testguest.Boot(ctx, assets, testguest.Options{Dir: dir, Log: log})
-	if err != nil {
-		tb.Fatalf("boot test guest: %v", err)
-	}
-	tb.Cleanup(func() { g.Close() })
-	if err := g.WaitReady(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	return g, assets
+	return testguest.BootForTest(tb, "vq", testguest.Options{})
 }
 
 func openLive(tb testing.TB, g *testguest.Guest, withRAM bool) *Driver {
@@ -66,7 +42,7 @@ func openLive(tb testing.TB, g *testguest.Guest, withRAM bool) *Driver {
 
 // kernelOS finds the running kernel (KASLR slide, kernel root) from the
 // image's own symbols and BTF.
-func kernelOS(tb testing.TB, d *Driver, a *testguest.Assets) *linux.OS {
+func kernelOS(tb testing.TB, d linux.Memory, a *testguest.Assets) *linux.OS {
 	tb.Helper()
 	prof, err := vmlinux.Profile(a.Kernel, vmlinux.Options{})
 	if err != nil {
