@@ -217,6 +217,9 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 	if err := s.install(sess, probes, l); err != nil {
 		return true, err
 	}
+	if err := applied(ctx, sess.Engine()); err != nil {
+		return true, err
+	}
 	s.log.Info("attached", "os", g.OS, "kernel", g.Kernel, "probes", len(probes))
 	s.o.Metrics.Up(s.cfg.Name, &g, true)
 	runCtx, stop := context.WithCancelCause(ctx)
@@ -289,6 +292,27 @@ func (s *supervisor) install(sess Session, probes []Probe, l *loop) (err error) 
 	}
 	return nil
 }
+
+// applied waits, boundedly, until the hooks of an engine whose hooks apply
+// later (hook.Applier: the plugin's) are in effect, so that the guest is
+// marked up only once its hooks see what it does. The guest runs: its
+// vCPUs apply the table.
+func applied(ctx context.Context, eng hook.Engine) error {
+	a, ok := eng.(hook.Applier)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, applyTimeout)
+	defer cancel()
+	if err := a.WaitApplied(ctx); err != nil {
+		return fmt.Errorf("hooks not applied within %v: %w", applyTimeout, err)
+	}
+	return nil
+}
+
+// applyTimeout bounds the wait for an Applier engine's hooks to take
+// effect (the plugin applies a table within a second).
+const applyTimeout = 10 * time.Second
 
 type nopMetrics struct{}
 

@@ -35,6 +35,12 @@ type QEMUConfig struct {
 	RAMPath string `koanf:"ram_path" yaml:"ram_path"`
 	// RAMSize is the size of guest RAM in bytes (0: size of RAMPath).
 	RAMSize uint64 `koanf:"ram_size" yaml:"ram_size"`
+	// PluginSHM is the shared file of the vmi-hooks TCG plugin QEMU was
+	// started with (its shm= argument). When the file exists, hooks run
+	// through the plugin, which holds only the hitting vCPU, and the
+	// gdbstub is not used; it needs RAMPath. Otherwise the gdbstub's
+	// breakpoints, which stop the whole guest per hit, are the fallback.
+	PluginSHM string `koanf:"plugin_shm" yaml:"plugin_shm"`
 }
 
 // XenConfig locates a Xen domain: the section of the xen backend, which

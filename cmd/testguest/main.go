@@ -2,7 +2,7 @@
 // internal/testguest, for trying the introspection by hand.
 //
 //	testguest prepare                 # fetch with apt, build the initramfs; print the assets as JSON
-//	testguest boot -dir /tmp/x        # boot; print sockets and RAM path as JSON; run until SIGINT/SIGTERM
+//	testguest boot -dir /tmp/x        # boot with the vmi-hooks plugin; print sockets, RAM and plugin paths as JSON; run until SIGINT/SIGTERM
 //	testguest bench -rounds 10        # boot time and the time of "run 10"
 //	testguest qemu -qemu-deb bookworm # unpack Debian 12's QEMU 7.2 into the cache; print its paths
 //
@@ -60,6 +60,8 @@ func run(args []string) error {
 	cpu := fs.String("cpu", "", "QEMU -cpu model (\"max\" gives 5-level paging)")
 	loop := fs.Int("loop", 0, "if > 0, loop workload rounds from boot with this pause in ms")
 	rounds := fs.Int("rounds", 10, "bench: rounds to run")
+	plugin := fs.String("plugin", "auto", "boot: the vmi-hooks QEMU plugin (.so) to load; \"auto\" builds it with scripts/build-qemu-plugin.sh, \"\" or \"off\" loads none (exporters then hook through the gdbstub)")
+	pluginOpts := fs.String("plugin-opts", "", "boot: more plugin arguments, comma-separated key=value (e.g. hold_ms=50,mode=async)")
 	console := fs.Bool("console", false, "copy the guest console to stderr")
 	verbose := fs.Bool("v", false, "log progress")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -105,6 +107,18 @@ func run(args []string) error {
 	}
 	switch args[0] {
 	case "boot":
+		switch *plugin {
+		case "auto":
+			if opts.Plugin, err = testguest.BuildPlugin(ctx); err != nil {
+				return err
+			}
+		case "", "off":
+		default:
+			opts.Plugin = *plugin
+		}
+		if *pluginOpts != "" {
+			opts.PluginOpts = strings.Split(*pluginOpts, ",")
+		}
 		return boot(ctx, assets, opts, enc)
 	case "bench":
 		return bench(ctx, assets, opts, *rounds, enc)
@@ -122,7 +136,7 @@ func boot(ctx context.Context, a *testguest.Assets, o testguest.Options, enc *js
 		return err
 	}
 	if err := enc.Encode(bootinfo.Info{
-		PID: g.PID, Dir: g.Dir, QMP: g.QMPSocket, GDB: g.GDBSocket, RAM: g.RAMPath, RAMSize: g.RAMSize,
+		PID: g.PID, Dir: g.Dir, QMP: g.QMPSocket, GDB: g.GDBSocket, RAM: g.RAMPath, RAMSize: g.RAMSize, PluginSHM: g.PluginSHM,
 		Kernel: a.Kernel, KernelVersion: a.KernelVersion, Initrd: a.Initrd,
 		BootSeconds: g.BootTime().Seconds(), QEMUArgs: g.Args,
 	}); err != nil {

@@ -72,6 +72,7 @@ var bootTestGuest bootTestGuestFunc = func(ctx context.Context, dir string, log 
 			QMPSocket: bg.QMP,
 			RAMPath:   bg.RAM,
 			RAMSize:   uint64(bg.RAMSize),
+			PluginSHM: bg.PluginSHM,
 		},
 		Profile: collector.ProfileConfig{
 			KernelImage: bg.Kernel,

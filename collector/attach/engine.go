@@ -20,9 +20,9 @@ type engineChoice struct {
 // engines are the hook engines by preference: the first whose capability
 // the driver has runs the guest's hooks. Views hide the hooks best (the
 // guest reads its own bytes) and survive paging; native breakpoints are
-// the hypervisor's own, invisible but one stop per hit. A new engine (the
-// QEMU TCG-plugin one) is one entry here, checked by its driver
-// capability, placed by how it compares.
+// the hypervisor's own, invisible but one stop per hit. The plugin's hooks
+// are invisible too and stop only the hitting vCPU. A new engine is one
+// entry here, checked by its driver capability, placed by how it compares.
 var engines = []engineChoice{
 	{
 		name: "views",
@@ -32,9 +32,14 @@ var engines = []engineChoice{
 			return hook.NewViews(d, hook.ViewsOptions{Mode: mem.Mode, Cache: mem.Cache, Logger: log})
 		},
 	},
-	// The QEMU TCG-plugin engine goes here, between views and native (on
-	// the plugin branch: has driver.Has[driver.HookTable], new returns
-	// hook.NewPlugin(d.(driver.HookTable), hook.WithPluginFlush(mem.Cache.Flush))).
+	{
+		name: "plugin",
+		why:  "the hypervisor instruments hooked addresses itself and holds only the hitting vCPU (QEMU's vmi-hooks TCG plugin)",
+		has:  driver.Has[driver.HookTable],
+		new: func(d driver.Driver, mem *paging.Memory, _ *slog.Logger) (hook.Engine, error) {
+			return hook.NewPlugin(d.(driver.HookTable), hook.WithPluginFlush(mem.Cache.Flush)), nil
+		},
+	},
 	{
 		name: "native",
 		why:  "the driver sets breakpoints of its own and reports their hits",

@@ -13,8 +13,12 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 )
 
-// The QEMU backend: a running QEMU's gdbstub, its QMP socket and, when
-// configured, its shared RAM file (the guest's qemu: section).
+// The QEMU backend: a running QEMU's vmi-hooks plugin or its gdbstub, its
+// QMP socket and its shared RAM file (the guest's qemu: section). The
+// plugin is taken when QEMU was started with it (its shared file exists):
+// it holds only the vCPU that hits a hook, where a gdbstub breakpoint stops
+// the whole guest and makes TCG flush its translations. The gdbstub serves
+// guests without the plugin (KVM, QEMU before 10.0).
 
 // DefaultQEMUTimeout bounds each gdbstub and QMP exchange of the QEMU
 // backend.
@@ -28,6 +32,22 @@ func qemuBackend(timeout time.Duration) Backend {
 		Name:     "qemu",
 		Validate: validateQEMU,
 		Open: func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (driver.Driver, string, error) {
+			use, why := usePlugin(g.QEMU)
+			if use {
+				log.Info("QEMU hooks through the vmi-hooks plugin", "why", why, "shm", g.QEMU.PluginSHM)
+				d, err := qemu.OpenPlugin(ctx, qemu.PluginConfig{
+					SHMPath:   g.QEMU.PluginSHM,
+					RAMPath:   g.QEMU.RAMPath,
+					RAMSize:   g.QEMU.RAMSize,
+					QMPSocket: g.QEMU.QMPSocket,
+					Timeout:   timeout,
+				}, log)
+				if err != nil {
+					return nil, "", err
+				}
+				return d, g.QEMU.PluginSHM, nil
+			}
+			log.Info("QEMU hooks through gdbstub breakpoints", "why", why)
 			// Open leaves the guest stopped.
 			d, err := qemu.Open(ctx, qemu.Config{
 				GDBSocket: g.QEMU.GDBSocket,
@@ -44,12 +64,34 @@ func qemuBackend(timeout time.Duration) Backend {
 	}
 }
 
-// validateQEMU checks the qemu: section: the gdbstub is required; a RAM
-// file named must exist.
+// usePlugin says whether the guest's QEMU runs the vmi-hooks plugin, and
+// why or why not, for the log.
+func usePlugin(c collector.QEMUConfig) (bool, string) {
+	if c.PluginSHM == "" {
+		return false, "qemu.plugin_shm is not set"
+	}
+	if _, err := os.Stat(c.PluginSHM); err != nil {
+		if c.GDBSocket == "" {
+			// Nothing to fall back to: let the plugin driver wait for
+			// the file (QEMU creates it when it loads the plugin) and
+			// report why it is missing.
+			return true, "qemu.plugin_shm is set and there is no gdbstub to fall back to"
+		}
+		return false, fmt.Sprintf("QEMU was not started with the plugin (%v)", err)
+	}
+	return true, "QEMU was started with the plugin"
+}
+
+// validateQEMU checks the qemu: section: a gdbstub or the plugin's shared
+// file is required, the plugin needs the RAM file, and a RAM file named
+// must exist.
 func validateQEMU(g collector.GuestConfig) []error {
 	var errs []error
-	if g.QEMU.GDBSocket == "" {
+	if g.QEMU.GDBSocket == "" && g.QEMU.PluginSHM == "" {
 		errs = append(errs, errors.New("qemu.gdb_socket is required"))
+	}
+	if g.QEMU.PluginSHM != "" && g.QEMU.RAMPath == "" {
+		errs = append(errs, errors.New("qemu.plugin_shm needs qemu.ram_path: the plugin hands over registers, guest memory comes from the RAM file"))
 	}
 	if g.QEMU.RAMPath != "" {
 		if _, err := os.Stat(g.QEMU.RAMPath); err != nil {

@@ -63,6 +63,11 @@ type Options struct {
 	Reboot bool
 	// ExtraAppend is added to the kernel command line.
 	ExtraAppend string
+	// Plugin, if set, is the vmi-hooks plugin (.so, from BuildPlugin) that
+	// QEMU loads, with its shared file at Guest.PluginSHM and PluginOpts
+	// (key=value) as further plugin arguments.
+	Plugin     string
+	PluginOpts []string
 	// ExtraArgs are added to the QEMU command line.
 	ExtraArgs []string
 	// Console receives every console line (debugging); may be nil.
@@ -84,6 +89,9 @@ type Guest struct {
 	RAMPath string
 	// RAMSize is the RAM size in bytes.
 	RAMSize int64
+	// PluginSHM is the vmi-hooks plugin's shared file when Options.Plugin
+	// is set (next to the RAM file), else empty.
+	PluginSHM string
 	// PID is QEMU's process id.
 	PID int
 	// Args is the QEMU command line.
@@ -209,6 +217,10 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 		f.Close()
 		g.RAMPath = f.Name()
 	}
+	if o.Plugin != "" {
+		g.PluginSHM = strings.TrimSuffix(g.RAMPath, ".ram") + ".hooks"
+		_ = os.Remove(g.PluginSHM) // stale: the plugin creates it
+	}
 	if len(g.QMPSocket) > 107 {
 		g.cleanup()
 		return nil, fmt.Errorf("testguest: socket path %s too long for a unix socket", g.QMPSocket)
@@ -253,6 +265,9 @@ func Boot(ctx context.Context, a *Assets, o Options) (*Guest, error) {
 		if d != "" {
 			args = append(args, "-L", d)
 		}
+	}
+	if o.Plugin != "" {
+		args = append(args, PluginArgs(o.Plugin, g.PluginSHM, o.PluginOpts...)...)
 	}
 	args = append(args, o.ExtraArgs...)
 	g.Args = append([]string{qemuPath}, args...)
@@ -669,8 +684,10 @@ func (g *Guest) Close() error {
 }
 
 func (g *Guest) cleanup() {
-	for _, p := range []string{g.QMPSocket, g.GDBSocket, g.RAMPath} {
-		_ = os.Remove(p)
+	for _, p := range []string{g.QMPSocket, g.GDBSocket, g.RAMPath, g.PluginSHM} {
+		if p != "" {
+			_ = os.Remove(p)
+		}
 	}
 	if g.ownDir {
 		_ = os.RemoveAll(g.Dir)

@@ -135,3 +135,11 @@ type Engine interface {
 	// call after Run failed, and more than once.
 	Close() error
 }
+
+// Applier is an Engine whose hooks take effect some time after Add
+// returns (the plugin engine: the hypervisor applies a new hook table
+// within a second, while the guest runs). WaitApplied blocks until every
+// hook added so far is in effect, or ctx ends.
+type Applier interface {
+	WaitApplied(ctx context.Context) error
+}

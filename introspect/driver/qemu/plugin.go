@@ -30,6 +30,11 @@ type PluginConfig struct {
 	RAMPath string
 	RAMSize uint64
 	LowMem  uint64
+	// QMPSocket is QEMU's QMP address (as Config's); optional. With it the
+	// driver reports the guest's resets (driver.Liveness).
+	QMPSocket string
+	// Timeout bounds each QMP exchange (default 10s).
+	Timeout time.Duration
 	// Heartbeat is how often the driver tells the plugin it is alive
 	// (default 50ms). The plugin stops holding vCPUs when the heartbeat is
 	// older than its heartbeat_ms argument (default 500ms), and after a
@@ -51,6 +56,7 @@ type PluginDriver struct {
 	shm  []byte
 	hdr  shmHeader
 	ram  *ram
+	qmp  resetWatch
 	hits chan *driver.Event
 
 	mu     sync.Mutex
@@ -73,6 +79,8 @@ var (
 	_ driver.Driver      = (*PluginDriver)(nil)
 	_ driver.HookTable   = (*PluginDriver)(nil)
 	_ driver.HookStatter = (*PluginDriver)(nil)
+	_ driver.Liveness    = (*PluginDriver)(nil)
+	_ driver.LiveReader  = (*PluginDriver)(nil)
 )
 
 // OpenPlugin attaches to the plugin's shared file and the guest RAM. It
@@ -105,6 +113,12 @@ func OpenPlugin(ctx context.Context, cfg PluginConfig, log *slog.Logger) (_ *Plu
 		return nil, fmt.Errorf("qemu plugin: %s: another exporter is attached", cfg.SHMPath)
 	}
 	if d.ram, err = mapRAM(cfg.RAMPath, cfg.RAMSize, cfg.LowMem, false); err != nil {
+		return nil, fmt.Errorf("qemu plugin: %w", err)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if err := d.qmp.dial(ctx, cfg.QMPSocket, cfg.Timeout); err != nil {
 		return nil, fmt.Errorf("qemu plugin: %w", err)
 	}
 	d.cur = make([]atomic.Pointer[driver.Event], d.hdr.VCPUs)
@@ -509,6 +523,14 @@ func (d *PluginDriver) Registers(vcpu introspect.VCPU) (amd64.Registers, error) 
 	}
 }
 
+// Alive implements driver.Liveness from QMP's RESET events; without the
+// QMP socket it answers driver.ErrUnsupported.
+func (d *PluginDriver) Alive() error { return d.qmp.alive() }
+
+// ReadsWhileRunning implements driver.LiveReader: guest memory comes from
+// the shared RAM file, readable while the guest runs.
+func (d *PluginDriver) ReadsWhileRunning() bool { return true }
+
 // Close empties the hook table, releases every held vCPU, tells the
 // plugin the exporter is gone and unmaps. The plugin then drops all
 // instrumentation; the guest never stops.
@@ -518,8 +540,10 @@ func (d *PluginDriver) Close() error {
 }
 
 func (d *PluginDriver) teardown() error {
+	qerr := d.qmp.close()
+	d.qmp = resetWatch{}
 	if d.shm == nil {
-		return d.ram.unmap()
+		return errors.Join(qerr, d.ram.unmap())
 	}
 	select {
 	case <-d.closed:
@@ -527,7 +551,7 @@ func (d *PluginDriver) teardown() error {
 		close(d.closed)
 	}
 	d.wg.Wait()
-	var errs []error
+	errs := []error{qerr}
 	if d.cur != nil {
 		d.mu.Lock()
 		if err := d.writeTable(nil); err != nil {

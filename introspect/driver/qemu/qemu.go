@@ -61,7 +61,7 @@ type Driver struct {
 	cfg     Config
 	log     *slog.Logger
 	gdb     *gdbstub.Client
-	qmp     *qmp.Client
+	qmp     resetWatch // QMP, when configured: status and reset events
 	ram     *ram
 	threads []gdbstub.Thread
 	layout  layout
@@ -70,7 +70,6 @@ type Driver struct {
 	bps map[introspect.Va]bool
 
 	restepped atomic.Uint64
-	resets    atomic.Uint64 // QMP RESET events since Open
 
 	closeOnce sync.Once
 	closeErr  error
@@ -113,11 +112,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Driver, err err
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
 	}
-	if cfg.QMPSocket != "" {
-		n, a := splitAddr(cfg.QMPSocket)
-		if d.qmp, err = qmp.Dial(ctx, n, a, qmp.Options{Timeout: cfg.Timeout, OnEvent: d.qmpEvent}); err != nil {
-			return nil, fmt.Errorf("qemu: %w", err)
-		}
+	if err := d.qmp.dial(ctx, cfg.QMPSocket, cfg.Timeout); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
 	}
 	if d.gdb, err = d.dialGDB(ctx); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
@@ -298,42 +294,16 @@ func (d *Driver) Resume() error {
 	return nil
 }
 
-// qmpEvent counts resets: QEMU reports every reset (the guest's reboot,
-// system_reset) as a RESET event.
-func (d *Driver) qmpEvent(ev qmp.Event) {
-	if ev.Event == "RESET" {
-		d.resets.Add(1)
-	}
-}
-
 // Resets returns how many times the guest was reset since Open, after
 // reading the events QEMU has sent meanwhile. A reset reboots the guest:
 // its kernel comes back elsewhere (KASLR), and breakpoints set on the old
 // kernel's addresses sit on other code. It needs the QMP socket.
-func (d *Driver) Resets() (uint64, error) {
-	if d.qmp == nil {
-		return 0, fmt.Errorf("qemu: resets without QMP socket: %w", driver.ErrUnsupported)
-	}
-	// Events are read with command replies: a cheap command drains them.
-	if _, err := d.qmp.QueryStatus(); err != nil {
-		return d.resets.Load(), fmt.Errorf("qemu: %w", err)
-	}
-	return d.resets.Load(), nil
-}
+func (d *Driver) Resets() (uint64, error) { return d.qmp.count() }
 
 // Alive implements driver.Liveness: an error wrapping driver.ErrGone once
 // the guest was reset (Resets), wrapping driver.ErrUnsupported without the
 // QMP socket.
-func (d *Driver) Alive() error {
-	n, err := d.Resets()
-	switch {
-	case err != nil:
-		return err
-	case n > 0:
-		return fmt.Errorf("qemu: guest reset %d times since attach: %w", n, driver.ErrGone)
-	}
-	return nil
-}
+func (d *Driver) Alive() error { return d.qmp.alive() }
 
 // ReadsWhileRunning implements driver.LiveReader: only the shared RAM file
 // can be read while the guest runs.
@@ -341,10 +311,10 @@ func (d *Driver) ReadsWhileRunning() bool { return d.SharedRAM() }
 
 // Status returns QEMU's run state from QMP.
 func (d *Driver) Status() (qmp.Status, error) {
-	if d.qmp == nil {
+	if d.qmp.qmp == nil {
 		return qmp.Status{}, fmt.Errorf("qemu: status without QMP socket: %w", driver.ErrUnsupported)
 	}
-	return d.qmp.QueryStatus()
+	return d.qmp.qmp.QueryStatus()
 }
 
 // InsertBreakpoint sets a QEMU breakpoint at va (any address space).
@@ -507,11 +477,11 @@ func (d *Driver) teardown() error {
 	if d.gdb != nil {
 		errs = append(errs, d.detach())
 	}
-	if d.qmp != nil {
-		if st, err := d.qmp.QueryStatus(); err == nil && !st.Running {
+	if d.qmp.qmp != nil {
+		if st, err := d.qmp.qmp.QueryStatus(); err == nil && !st.Running {
 			d.log.Warn("qemu: guest not running after detach", "status", st.Status)
 		}
-		errs = append(errs, d.qmp.Close())
+		errs = append(errs, d.qmp.close())
 	}
 	errs = append(errs, d.ram.unmap())
 	return errors.Join(errs...)
