@@ -73,12 +73,16 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer, newAt
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	fmt.Fprintf(stdout, `vmi-exporter demo: watching the test guest (QEMU, gdbstub %s)
+	via := "gdbstub " + g.QEMU.GDBSocket
+	if g.QEMU.PluginSHM != "" {
+		via = "vmi-hooks plugin " + g.QEMU.PluginSHM
+	}
+	fmt.Fprintf(stdout, `vmi-exporter demo: watching the test guest (QEMU, hooks through the %s)
   metrics:  http://%s/metrics   (e.g. curl -s http://%s/metrics | grep ^vmi_)
   spans:    %s
   events:   %s
 Press Ctrl-C to stop; hooks are removed and the guest shut down.
-`, g.QEMU.GDBSocket, *listen, *listen, p.spans, cfg.JSONL.Path)
+`, via, *listen, *listen, p.spans, cfg.JSONL.Path)
 	return p.serve(ctx, cfg.Web, log)
 }
 

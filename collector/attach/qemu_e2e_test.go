@@ -84,10 +84,23 @@ func bootGuest(ctx context.Context, t *testing.T, opts testguest.Options) (*test
 	return g, assets
 }
 
+// withPlugin has the guest booted with the vmi-hooks plugin, so that the
+// exporter hooks through it (the default engine of a QEMU that runs it).
+// The hold deadline is a second: the exact counts need every hold kept, and
+// a test machine under load can take longer than the default 20 ms to
+// schedule the exporter; a missed hold is counted, not hidden, but its hit
+// may decode newer memory than the hit's.
+func withPlugin(t *testing.T, opts testguest.Options) testguest.Options {
+	t.Helper()
+	opts.Plugin = testguest.RequirePlugin(t)
+	opts.PluginOpts = append(opts.PluginOpts, "hold_ms=1000")
+	return opts
+}
+
 func guestConfig(g *testguest.Guest, kernel, cacheDir string) collector.GuestConfig {
 	return collector.GuestConfig{
 		Name: guestName, Driver: "qemu", OS: "linux",
-		QEMU:    collector.QEMUConfig{GDBSocket: g.GDBSocket, QMPSocket: g.QMPSocket, RAMPath: g.RAMPath},
+		QEMU:    collector.QEMUConfig{GDBSocket: g.GDBSocket, QMPSocket: g.QMPSocket, RAMPath: g.RAMPath, PluginSHM: g.PluginSHM},
 		Profile: collector.ProfileConfig{KernelImage: kernel, CacheDir: cacheDir},
 	}
 }
@@ -370,12 +383,24 @@ func checkWorkload(t *testing.T, man *testguest.Manifest, events []collector.Eve
 // Issue 2, done when: boot the test guest, attach through the collector,
 // check the workload's exact events, detach, and prove the guest keeps
 // running with its code bytes unchanged and no breakpoint left behind.
+//
+// It runs on both QEMU engines: the vmi-hooks plugin (QEMU started with
+// it) and gdbstub breakpoints (the fallback, QEMU without the plugin).
 func TestQEMUEndToEnd(t *testing.T) {
 	skipE2E(t)
+	t.Run("plugin", func(t *testing.T) { testQEMUEndToEnd(t, true) })
+	t.Run("gdbstub", func(t *testing.T) { testQEMUEndToEnd(t, false) })
+}
+
+func testQEMUEndToEnd(t *testing.T, plugin bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
 	defer cancel()
 	t0 := time.Now()
-	g, assets := bootGuest(ctx, t, testguest.Options{})
+	opts := testguest.Options{}
+	if plugin {
+		opts = withPlugin(t, opts)
+	}
+	g, assets := bootGuest(ctx, t, opts)
 	before := snapshotCode(ctx, t, g, assets.Kernel)
 
 	c, sink, m := newCollector(t, g, assets, collector.Options{Once: true})
@@ -425,6 +450,9 @@ func TestQEMUEndToEnd(t *testing.T) {
 	t.Logf("%d rounds in %v under monitoring: %d hits (%.1f hits/s), %d events, hits without an event %v",
 		rounds, elapsed.Round(time.Millisecond), hits, float64(hits)/elapsed.Seconds(), len(events), m.probeErrs())
 	checkWorkload(t, man, events)
+	if plugin {
+		checkPluginDetached(ctx, t, g, hits)
+	}
 
 	// No breakpoint is left: QEMU answers z0 for an address with no
 	// breakpoint with an error, and OK for one it has. A raw gdbstub
@@ -499,6 +527,47 @@ func TestQEMUEndToEnd(t *testing.T) {
 	t.Logf("test took %v", time.Since(t0).Round(time.Millisecond))
 }
 
+// checkPluginDetached proves that the hits came through the plugin (its
+// own counters saw at least the hits the collector handled) and that the
+// detach left no instrumentation: the plugin applied an empty table, and
+// a workload round with nobody attached adds no hit to its counters.
+func checkPluginDetached(ctx context.Context, t *testing.T, g *testguest.Guest, handled int) {
+	t.Helper()
+	d, err := qemu.OpenPlugin(ctx, qemu.PluginConfig{SHMPath: g.PluginSHM, RAMPath: g.RAMPath}, testLog(t))
+	if err != nil {
+		t.Fatalf("open the plugin's shared file after detach: %v", err)
+	}
+	defer d.Close()
+	c0, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c0.Hits < uint64(handled) {
+		t.Errorf("plugin counted %d hits, the collector handled %d: the hooks did not run through the plugin", c0.Hits, handled)
+	}
+	if c0.MissedDeadline != 0 || c0.MissedNoConsumer != 0 {
+		t.Errorf("plugin counters %+v: holds missed while the collector was attached", c0)
+	}
+	if n := d.AppliedHooks(); n != 0 {
+		t.Errorf("plugin still applies %d hooks after detach", n)
+	}
+	man, err := g.Run(ctx, 1)
+	if err != nil {
+		t.Fatalf("workload with the plugin unhooked: %v", err)
+	}
+	if err := man.Check(); err != nil {
+		t.Errorf("manifest with the plugin unhooked: %v", err)
+	}
+	c1, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1.Hits != c0.Hits {
+		t.Errorf("plugin counted %d hits during a round after detach, want 0", c1.Hits-c0.Hits)
+	}
+	t.Logf("plugin counters at detach: %+v", c0)
+}
+
 // exporterConfig writes the YAML configuration for one QEMU guest.
 func exporterConfig(t *testing.T, listen, jsonl string, gc collector.GuestConfig) string {
 	t.Helper()
@@ -512,6 +581,7 @@ guests:
       gdb_socket: %q
       qmp_socket: %q
       ram_path: %q
+      plugin_shm: %q
     profile:
       kernel_image: %q
       cache_dir: %q
@@ -523,7 +593,7 @@ backoff:
   jitter: 0.1
 log:
   level: info
-`, listen, gc.Name, gc.QEMU.GDBSocket, gc.QEMU.QMPSocket, gc.QEMU.RAMPath, gc.Profile.KernelImage, gc.Profile.CacheDir, jsonl)
+`, listen, gc.Name, gc.QEMU.GDBSocket, gc.QEMU.QMPSocket, gc.QEMU.RAMPath, gc.QEMU.PluginSHM, gc.Profile.KernelImage, gc.Profile.CacheDir, jsonl)
 	p := filepath.Join(t.TempDir(), "vmi-exporter.yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

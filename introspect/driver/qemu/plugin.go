@@ -54,6 +54,7 @@ type PluginDriver struct {
 	cfg  PluginConfig
 	log  *slog.Logger
 	shm  []byte
+	file *os.File // the shared file, kept open to probe QEMU's lock on it
 	hdr  shmHeader
 	ram  *ram
 	qmp  resetWatch
@@ -67,6 +68,12 @@ type PluginDriver struct {
 	rt     atomic.Int64                   // round trip of the last release, ns
 	closed chan struct{}
 	wg     sync.WaitGroup
+
+	// gone is closed, with goneErr set, once QEMU no longer runs the
+	// plugin of the shared file (it exited, or a new QEMU replaced the
+	// file): WaitHit fails, as a gdbstub read fails on a closed socket.
+	gone    chan struct{}
+	goneErr error
 
 	// counters of the driver's own, for what it saw in the mailboxes
 	torn atomic.Uint64 // hits overwritten before they were read
@@ -100,7 +107,7 @@ func OpenPlugin(ctx context.Context, cfg PluginConfig, log *slog.Logger) (_ *Plu
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = 10 * time.Second
 	}
-	d := &PluginDriver{cfg: cfg, log: log, closed: make(chan struct{})}
+	d := &PluginDriver{cfg: cfg, log: log, closed: make(chan struct{}), gone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			d.teardown()
@@ -169,12 +176,16 @@ func (d *PluginDriver) mapSHM(ctx context.Context) error {
 	}
 }
 
-func (d *PluginDriver) tryMap() error {
+func (d *PluginDriver) tryMap() (err error) {
 	f, err := os.OpenFile(d.cfg.SHMPath, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -191,7 +202,40 @@ func (d *PluginDriver) tryMap() error {
 		syscall.Munmap(m)
 		return err
 	}
-	d.shm, d.hdr = m, h
+	d.shm, d.hdr, d.file = m, h, f
+	if err := d.pluginGone(); err != nil {
+		// A dead QEMU's file: wait for the next QEMU's.
+		syscall.Munmap(m)
+		d.shm, d.file = nil, nil
+		return err
+	}
+	return nil
+}
+
+// pluginGone returns an error once QEMU no longer runs the plugin of the
+// mapped file: the plugin holds a shared flock on it for QEMU's life, so
+// an exclusive lock succeeds only when QEMU has exited; and a restarted
+// QEMU's plugin makes a new file at the path. Nil while QEMU runs it, and
+// for a plugin that holds no lock (then only a replaced file is seen).
+func (d *PluginDriver) pluginGone() error {
+	fd := int(d.file.Fd())
+	if d.load32(hdrLocked) == 1 {
+		switch err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err {
+		case nil:
+			_ = unix.Flock(fd, unix.LOCK_UN)
+			return fmt.Errorf("qemu plugin: QEMU (pid %d) exited: %w", d.hdr.PluginPID, driver.ErrGone)
+		case unix.EWOULDBLOCK:
+		default:
+			return nil // cannot tell; the next probe may
+		}
+	}
+	var cur, mapped unix.Stat_t
+	if unix.Fstat(fd, &mapped) != nil {
+		return nil
+	}
+	if err := unix.Stat(d.cfg.SHMPath, &cur); err != nil || cur.Ino != mapped.Ino || cur.Dev != mapped.Dev {
+		return fmt.Errorf("qemu plugin: %s was removed or replaced (QEMU restarted): %w", d.cfg.SHMPath, driver.ErrGone)
+	}
 	return nil
 }
 
@@ -227,6 +271,7 @@ func (d *PluginDriver) heartbeat() {
 	defer d.wg.Done()
 	t := time.NewTicker(d.cfg.Heartbeat)
 	defer t.Stop()
+	probe := time.Now()
 	for {
 		select {
 		case <-d.closed:
@@ -234,8 +279,22 @@ func (d *PluginDriver) heartbeat() {
 		case <-t.C:
 			d.beat()
 		}
+		if time.Since(probe) < goneProbeInterval {
+			continue
+		}
+		probe = time.Now()
+		if err := d.pluginGone(); err != nil {
+			d.goneErr = err
+			close(d.gone)
+			d.log.Warn("vmi-hooks plugin gone", "err", err)
+			return
+		}
 	}
 }
+
+// goneProbeInterval is how often the heartbeat checks that QEMU still runs
+// the plugin: a guest that died is noticed within it.
+const goneProbeInterval = 250 * time.Millisecond
 
 // Futex operations (linux/futex.h); x/sys/unix has the syscall number
 // but not these.
@@ -366,6 +425,8 @@ func (d *PluginDriver) WaitHit(ctx context.Context) (*driver.Event, error) {
 		return nil, ctx.Err()
 	case <-d.closed:
 		return nil, errors.New("qemu plugin: closed")
+	case <-d.gone:
+		return nil, d.goneErr
 	}
 }
 
@@ -523,9 +584,17 @@ func (d *PluginDriver) Registers(vcpu introspect.VCPU) (amd64.Registers, error) 
 	}
 }
 
-// Alive implements driver.Liveness from QMP's RESET events; without the
-// QMP socket it answers driver.ErrUnsupported.
-func (d *PluginDriver) Alive() error { return d.qmp.alive() }
+// Alive implements driver.Liveness: gone once QEMU exited (pluginGone),
+// and from QMP's RESET events; without the QMP socket and with QEMU
+// running it answers driver.ErrUnsupported.
+func (d *PluginDriver) Alive() error {
+	select {
+	case <-d.gone:
+		return d.goneErr
+	default:
+	}
+	return d.qmp.alive()
+}
 
 // ReadsWhileRunning implements driver.LiveReader: guest memory comes from
 // the shared RAM file, readable while the guest runs.
@@ -569,6 +638,9 @@ func (d *PluginDriver) teardown() error {
 		errs = append(errs, fmt.Errorf("qemu plugin: unmap: %w", err))
 	}
 	d.shm = nil
+	if d.file != nil {
+		d.file.Close()
+	}
 	if err := d.ram.unmap(); err != nil {
 		errs = append(errs, fmt.Errorf("qemu plugin: unmap RAM: %w", err))
 	}

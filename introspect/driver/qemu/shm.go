@@ -61,6 +61,7 @@ const (
 	hdrHeartbeatTimeout = 128
 	hdrAppliedAlive     = 136
 	hdrSampleReq        = 140
+	hdrLocked           = 144
 )
 
 // Mailbox field offsets, from the start of a vCPU's mailbox.

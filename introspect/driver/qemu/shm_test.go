@@ -3,6 +3,7 @@ package qemu
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -10,7 +11,10 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmi-exporter/vmi-exporter/introspect"
+	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
 )
 
 // makeSHM lays out a shared file as the plugin does (vmi-hooks.c's
@@ -370,5 +374,58 @@ func TestPluginSample(t *testing.T) {
 	}
 	if _, err := d.Registers(1); err == nil {
 		t.Fatal("registers of a vCPU the plugin has no mailbox for")
+	}
+}
+
+// TestPluginGone: while a plugin holds its shared lock on the file, the
+// driver waits for hits; once the lock is released (QEMU exited, however)
+// WaitHit and Alive fail with driver.ErrGone, and a file whose QEMU is
+// gone is not attached to at all.
+func TestPluginGone(t *testing.T) {
+	dir := t.TempDir()
+	shm, ramPath := filepath.Join(dir, "hooks"), filepath.Join(dir, "ram")
+	file := makeSHM(1, 4, 0)
+	binary.LittleEndian.PutUint32(file[hdrLocked:], 1)
+	if err := os.WriteFile(shm, file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ramPath, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := PluginConfig{SHMPath: shm, RAMPath: ramPath, OpenTimeout: 300 * time.Millisecond}
+	if _, err := OpenPlugin(context.Background(), cfg, nil); !errors.Is(err, driver.ErrGone) {
+		t.Fatalf("open with no QEMU holding the file: %v, want ErrGone", err)
+	}
+
+	qemuFile, err := os.Open(shm) // the plugin's fd, as QEMU holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qemuFile.Close()
+	if err := unix.Flock(int(qemuFile.Fd()), unix.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenPlugin(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*goneProbeInterval)
+	if _, err := d.WaitHit(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitHit while QEMU runs: %v, want the context's deadline", err)
+	}
+	cancel()
+	if err := d.Alive(); !errors.Is(err, driver.ErrUnsupported) {
+		t.Errorf("Alive while QEMU runs, without QMP: %v, want ErrUnsupported", err)
+	}
+
+	qemuFile.Close() // QEMU exits: the kernel drops its lock
+	ctx, cancel = context.WithTimeout(context.Background(), 10*goneProbeInterval)
+	defer cancel()
+	if _, err := d.WaitHit(ctx); !errors.Is(err, driver.ErrGone) {
+		t.Fatalf("WaitHit after QEMU exited: %v, want ErrGone", err)
+	}
+	if err := d.Alive(); !errors.Is(err, driver.ErrGone) {
+		t.Errorf("Alive after QEMU exited: %v, want ErrGone", err)
 	}
 }

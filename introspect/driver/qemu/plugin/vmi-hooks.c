@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -84,7 +85,8 @@ struct header {
 	uint64_t heartbeat_timeout_ns; /* 128 */
 	uint32_t applied_alive;   /* 136: plugin: 1 if the applied table is the exporter's */
 	uint32_t sample_req;      /* 140: exporter: bumped to ask every vCPU for its registers */
-	uint8_t reserved[HDR_SIZE - 144];
+	uint32_t locked;          /* 144: plugin: 1 if it holds a shared flock on the file for QEMU's life */
+	uint8_t reserved[HDR_SIZE - 148];
 };
 _Static_assert(sizeof(struct header) == HDR_SIZE, "header size");
 
@@ -693,7 +695,12 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
 		return -1;
 	}
 	void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
+	/* The fd stays open with a shared lock until QEMU exits, however it
+	 * exits: an exporter that can take the lock exclusively knows QEMU is
+	 * gone, even across PID namespaces, without a heartbeat of ours. */
+	bool locked = flock(fd, LOCK_SH | LOCK_NB) == 0;
+	if (!locked)
+		close(fd);
 	if (m == MAP_FAILED) {
 		fprintf(stderr, "vmi-hooks: map %s: %s\n", shm_path, strerror(errno));
 		return -1;
@@ -723,6 +730,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
 	hdr->total_size = total;
 	hdr->plugin_pid = (uint32_t)getpid();
 	hdr->heartbeat_timeout_ns = hb_timeout_ns;
+	hdr->locked = locked;
 	/* The magic last: a reader that sees it sees a complete header. */
 	STORE(&hdr->magic, VMI_MAGIC);
 
