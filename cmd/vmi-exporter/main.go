@@ -6,6 +6,7 @@
 //	vmi-exporter trace --gdb SOCK [--qmp SOCK] [--ram FILE] ...
 //	                                              JSON lines of one QEMU guest on stdout
 //	vmi-exporter demo                            boot the test guest (cmd/testguest) and watch it
+//	vmi-exporter qemu-args [--name vm1] ...      the QEMU arguments and config entry of a guest
 package main
 
 import (
@@ -41,6 +42,9 @@ commands:
   run     watch the configured guests; serve /metrics, export traces and events
   trace   attach to one QEMU guest and print its events as JSON lines
   demo    prepare and boot the test guest, watch it, and say where to look
+  qemu-args
+          print the QEMU arguments a guest needs (plugin, shared RAM, QMP,
+          gdbstub), as a libvirt <qemu:commandline> too, and its config entry
   version print the version
 
 "vmi-exporter <command> --help" lists the flags of a command.
@@ -73,6 +77,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, newA
 		return traceCmd(ctx, args[1:], stdout, stderr, newAttachers)
 	case "demo":
 		return demoCmd(ctx, args[1:], stdout, stderr, newAttachers)
+	case "qemu-args":
+		return qemuArgsCmd(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "vmi-exporter", buildVersion())
 		return nil

@@ -20,10 +20,11 @@ func traceCmd(ctx context.Context, args []string, stdout, stderr io.Writer, newA
 	fs.SetOutput(stderr)
 	var g collector.GuestConfig
 	fs.StringVar(&g.Name, "name", "qemu", "domain label of the guest")
-	fs.StringVar(&g.QEMU.GDBSocket, "gdb", "", "QEMU gdbstub: unix socket path or host:port (required)")
+	fs.StringVar(&g.QEMU.GDBSocket, "gdb", "", "QEMU gdbstub: unix socket path or host:port (required without --plugin-shm)")
 	fs.StringVar(&g.QEMU.QMPSocket, "qmp", "", "QEMU QMP unix socket")
 	fs.StringVar(&g.QEMU.RAMPath, "ram", "", "guest RAM file (memory-backend-file with share=on)")
 	fs.Uint64Var(&g.QEMU.RAMSize, "ram-size", 0, "guest RAM size in bytes (0: size of --ram)")
+	fs.StringVar(&g.QEMU.PluginSHM, "plugin-shm", "", "the vmi-hooks plugin's shared file (its shm= argument): hooks through the plugin, which holds only the hitting vCPU; needs --ram")
 	fs.StringVar(&g.OS, "os", "auto", "guest OS: linux, windows or auto")
 	fs.StringVar(&g.Profile.KernelImage, "kernel", "", "guest kernel image (vmlinuz) to build the profile from; default: the profile cached for the banner found in guest memory")
 	fs.StringVar(&g.Profile.SystemMap, "system-map", "", "System.map overriding the kernel's own symbols")
