@@ -115,10 +115,10 @@ END {
 	split("none plugin gdbstub", cfgs, " ")
 	split("standard flood", wls, " ")
 	print "summary (min median max over " runs " runs; work = manifest records, or flood writes)"
-	printf "%-9s %-8s %-26s %-26s %-22s %-22s\n", "workload", "config", "work/s", "hits/s", "rt-p50-us", "rt-p99-us"
+	printf "%-9s %-8s %-26s %-26s %-22s %-22s %s\n", "workload", "config", "work/s", "hits/s", "rt-p50-us", "rt-p99-us", "decode-us/hit"
 	for (w = 1; w <= 2; w++) for (c = 1; c <= 3; c++) {
 		k = cfgs[c] SUBSEP wls[w]
-		printf "%-9s %-8s %-26s %-26s %-22s %-22s\n", wls[w], cfgs[c], stat(k, "work_per_s"), stat(k, "hits_per_s"), stat(k, "rt_p50_us"), stat(k, "rt_p99_us")
+		printf "%-9s %-8s %-26s %-26s %-22s %-22s %s\n", wls[w], cfgs[c], stat(k, "work_per_s"), stat(k, "hits_per_s"), stat(k, "rt_p50_us"), stat(k, "rt_p99_us"), stat(k, "decode_us")
 	}
 	print ""
 	print "ratios (min median, paired by run)"
