@@ -75,6 +75,9 @@ type recorder struct {
 	last       map[introspect.VCPU]amd64.Registers
 	rereported []string
 	trace      []string // one line per hit
+	// noTrace leaves trace empty (the benchmark: no formatting while a
+	// vCPU is held, and no memory growing with a flood).
+	noTrace bool
 }
 
 func (r *recorder) HandleHit(h *hook.Hit) error {
@@ -95,8 +98,10 @@ func (r *recorder) HandleHit(h *hook.Hit) error {
 	}
 	r.last[h.Ev.VCPU] = h.Ev.Regs
 	rg := &h.Ev.Regs
-	r.trace = append(r.trace, fmt.Sprintf("#%d vcpu%d %s rsp=%#x rflags=%#x rdi=%#x rsi=%#x cr3=%#x pid=%d err=%v",
-		r.hits, h.Ev.VCPU, p.Name, rg.RSP, rg.RFLAGS, rg.RDI, rg.RSI, rg.CR3, ev.Process.PID, err))
+	if !r.noTrace {
+		r.trace = append(r.trace, fmt.Sprintf("#%d vcpu%d %s rsp=%#x rflags=%#x rdi=%#x rsi=%#x cr3=%#x pid=%d err=%v",
+			r.hits, h.Ev.VCPU, p.Name, rg.RSP, rg.RFLAGS, rg.RDI, rg.RSI, rg.CR3, ev.Process.PID, err))
+	}
 	switch {
 	case err == nil:
 		r.events = append(r.events, ev)
@@ -161,12 +166,9 @@ func TestLive(t *testing.T) {
 	}
 }
 
-// runProbes hooks the probes ps with eng, calls start (which lets the
-// guest run, or waits until the hooks are in effect), runs two workload
-// rounds while the engine's loop decodes every hit, and checks the events
-// against the workload's manifest. The engine is left open (a cleanup
-// closes it).
-func runProbes(t *testing.T, g *testguest.Guest, eng hook.Engine, ps []collector.Probe, start func() error) *recorder {
+// hookProbes adds a global hook per probe of ps to eng and returns a
+// recorder that decodes their hits.
+func hookProbes(t testing.TB, eng hook.Engine, ps []collector.Probe) *recorder {
 	t.Helper()
 	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{},
 		last: map[introspect.VCPU]amd64.Registers{}}
@@ -176,6 +178,17 @@ func runProbes(t *testing.T, g *testguest.Guest, eng hook.Engine, ps []collector
 			t.Fatal(err)
 		}
 	}
+	return rec
+}
+
+// runProbes hooks the probes ps with eng, calls start (which lets the
+// guest run, or waits until the hooks are in effect), runs two workload
+// rounds while the engine's loop decodes every hit, and checks the events
+// against the workload's manifest. The engine is left open (a cleanup
+// closes it).
+func runProbes(t *testing.T, g *testguest.Guest, eng hook.Engine, ps []collector.Probe, start func() error) *recorder {
+	t.Helper()
+	rec := hookProbes(t, eng, ps)
 	t.Cleanup(func() { eng.Close() })
 	if err := start(); err != nil {
 		t.Fatal(err)
@@ -223,44 +236,30 @@ func runProbes(t *testing.T, g *testguest.Guest, eng hook.Engine, ps []collector
 // vfs_writev probe, all others (write(2)) from vfs_write.
 func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Event) {
 	t.Helper()
-	type key struct {
-		kind collector.Kind
-		pid  uint64
-		path string
-	}
-	got := map[key]int{}
+	type key = eventKey
+	got := countEvents(events)
 	writeProbe := map[key]map[string]int{} // file.write events by probe
 	exitName := map[uint64]string{}
 	startParent := map[uint64]uint64{}
 	for _, ev := range events {
-		switch ev.Kind {
-		case collector.KindProcessStart:
+		switch k, ok := keyOf(ev); {
+		case ev.Kind == collector.KindProcessStart:
 			startParent[ev.Process.PID] = ev.Process.PPID
-			got[key{ev.Kind, ev.Process.PID, ""}]++
-		case collector.KindProcessExit:
+		case ev.Kind == collector.KindProcessExit:
 			exitName[ev.Process.PID] = ev.Process.Name
-			got[key{ev.Kind, ev.Process.PID, ""}]++
-		default:
-			if strings.HasPrefix(ev.Path, "/tmp/vmi/") || strings.HasPrefix(ev.Path, "/etc/vmi-test-") {
-				k := key{ev.Kind, ev.Process.PID, ev.Path}
-				got[k]++
-				if ev.Kind == collector.KindFileWrite {
-					if writeProbe[k] == nil {
-						writeProbe[k] = map[string]int{}
-					}
-					writeProbe[k][ev.Probe]++
-				}
+		case ok && ev.Kind == collector.KindFileWrite:
+			if writeProbe[k] == nil {
+				writeProbe[k] = map[string]int{}
 			}
+			writeProbe[k][ev.Probe]++
 		}
 	}
-	want := map[key]int{}
+	want := wantEvents(man)
 	if len(man.Spawns) != len(man.Rounds)*testguest.SpawnsPerRound || len(man.Files) != len(man.Rounds)*testguest.FilesPerRound {
 		t.Fatalf("manifest incomplete: %d rounds, %d spawns, %d files", len(man.Rounds), len(man.Spawns), len(man.Files))
 	}
 	for _, s := range man.Spawns {
 		pid := uint64(s.PID)
-		want[key{collector.KindProcessStart, pid, ""}] = 1
-		want[key{collector.KindProcessExit, pid, ""}] = 1
 		if pp, ok := startParent[pid]; !ok || pp != uint64(s.PPID) {
 			t.Errorf("spawn %+v: start event parent %d (seen %v)", s, pp, ok)
 		}
@@ -270,9 +269,7 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 	}
 	writevFiles := 0
 	for _, f := range man.Files {
-		want[key{collector.KindFileCreate, uint64(f.PID), f.Path}] = f.Opens
 		k := key{collector.KindFileWrite, uint64(f.PID), f.Path}
-		want[k] = f.Writes
 		s, _ := man.SpawnByPID(f.PID)
 		probe := probes.FuncFileWrite
 		if s.Name == testguest.NameWritev {
@@ -305,6 +302,54 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 		}
 		t.Logf("events:\n%s", b.String())
 	}
+}
+
+// eventKey identifies what checkManifest counts: a process event by pid,
+// a file event by kind, writer pid and path.
+type eventKey struct {
+	kind collector.Kind
+	pid  uint64
+	path string
+}
+
+// keyOf returns ev's key, and false for a file event outside the
+// workload's files (/tmp/vmi/ and /etc/vmi-test-*), which is not counted.
+func keyOf(ev collector.Event) (eventKey, bool) {
+	switch ev.Kind {
+	case collector.KindProcessStart, collector.KindProcessExit:
+		return eventKey{ev.Kind, ev.Process.PID, ""}, true
+	}
+	if strings.HasPrefix(ev.Path, "/tmp/vmi/") || strings.HasPrefix(ev.Path, "/etc/vmi-test-") {
+		return eventKey{ev.Kind, ev.Process.PID, ev.Path}, true
+	}
+	return eventKey{}, false
+}
+
+// countEvents counts events by key.
+func countEvents(events []collector.Event) map[eventKey]int {
+	got := map[eventKey]int{}
+	for _, ev := range events {
+		if k, ok := keyOf(ev); ok {
+			got[k]++
+		}
+	}
+	return got
+}
+
+// wantEvents is the events the manifest's actions must give: a start and
+// an exit per spawn, a create per open and a write per write(2) or
+// writev(2) of every file.
+func wantEvents(man *testguest.Manifest) map[eventKey]int {
+	want := map[eventKey]int{}
+	for _, s := range man.Spawns {
+		want[eventKey{collector.KindProcessStart, uint64(s.PID), ""}] = 1
+		want[eventKey{collector.KindProcessExit, uint64(s.PID), ""}] = 1
+	}
+	for _, f := range man.Files {
+		want[eventKey{collector.KindFileCreate, uint64(f.PID), f.Path}] = f.Opens
+		want[eventKey{collector.KindFileWrite, uint64(f.PID), f.Path}] = f.Writes
+	}
+	return want
 }
 
 // TestLiveLA57 finds the kernel of a guest on 5-level paging (CPU "max"),

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -13,21 +14,19 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/internal/testguest"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/qemu"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+	oslinux "github.com/vmi-exporter/vmi-exporter/introspect/os/linux"
 )
 
-// TestLivePlugin is TestLive on the vmi-hooks QEMU plugin instead of the
-// gdbstub: the guest (2 vCPUs) never stops, the probes decode from the
-// mailbox registers and the RAM file while the hitting vCPU is held, and
-// the events must match the workload's manifest exactly. The hold
-// deadline is 1s rather than the default 20ms: on a loaded test machine
-// the exporter is sometimes not scheduled within 20ms, and a hit whose
-// hold ran out is missed, which would make the exact count flaky. Then the engine
-// is closed and the plugin must count no hit at all while the workload
-// runs on (detach leaves no instrumentation).
-func TestLivePlugin(t *testing.T) {
+// livePlugin boots the test guest (2 vCPUs) with the vmi-hooks plugin
+// loaded with a hold deadline of holdMS, attaches the plugin driver over
+// its shared file and the RAM file, and finds the kernel. The guest runs
+// (it is never stopped).
+func livePlugin(t testing.TB, holdMS int) (*testguest.Guest, *qemu.PluginDriver, *oslinux.OS) {
+	t.Helper()
 	so := testguest.RequirePlugin(t)
 	shm := filepath.Join(t.TempDir(), "hooks")
-	g, assets := testguest.BootForTest(t, "vpl", testguest.Options{CPUs: 2, ExtraArgs: testguest.PluginArgs(so, shm, "hold_ms=1000")})
+	g, assets := testguest.BootForTest(t, "vpl", testguest.Options{CPUs: 2,
+		ExtraArgs: testguest.PluginArgs(so, shm, "hold_ms="+strconv.Itoa(holdMS))})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -41,7 +40,22 @@ func TestLivePlugin(t *testing.T) {
 	}
 	// The OS layer finds the kernel from register samples the plugin
 	// takes while the guest runs.
-	o := findKernel(t, d, assets.Kernel)
+	return g, d, findKernel(t, d, assets.Kernel)
+}
+
+// TestLivePlugin is TestLive on the vmi-hooks QEMU plugin instead of the
+// gdbstub: the guest (2 vCPUs) never stops, the probes decode from the
+// mailbox registers and the RAM file while the hitting vCPU is held, and
+// the events must match the workload's manifest exactly. The hold
+// deadline is 1s rather than the default 20ms: on a loaded test machine
+// the exporter is sometimes not scheduled within 20ms, and a hit whose
+// hold ran out is missed, which would make the exact count flaky. Then the engine
+// is closed and the plugin must count no hit at all while the workload
+// runs on (detach leaves no instrumentation).
+func TestLivePlugin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	g, d, o := livePlugin(t, 1000)
 	t.Logf("kernel %q slide %#x root %v", o.Banner(), o.Slide(), o.KernelRoot())
 
 	gos := probes.New(o)

@@ -5,6 +5,7 @@
 // Usage:
 //
 //	vmi-writev <round> <path>
+//	vmi-writev flood <n> <path>
 //
 // It creates path and writes it exactly as the shell writers write theirs
 // (two opens, two writes), except that each write is one writev(2) of two
@@ -21,6 +22,12 @@
 // process.exit probe must count once (its last threads can run do_exit on
 // two vCPUs at the same time).
 //
+// "flood" is the benchmark's write-flood (the guest's "flood N" command,
+// never part of a round): it creates path once and makes n write(2) calls
+// of 2 bytes each on it as fast as it can, then reports the file the same
+// way (opens=1 writes=n round=0). Being compiled, it writes far faster
+// than a shell loop could, which is what a hook hit-rate benchmark needs.
+//
 // It uses only the standard library (syscall), so the test guest builds it
 // from its embedded source with nothing but the Go toolchain.
 package main
@@ -34,6 +41,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "flood" {
+		flood(os.Args[2], os.Args[3])
+		return
+	}
 	if len(os.Args) != 3 {
 		fail("usage: vmi-writev <round> <path>", nil)
 	}
@@ -47,6 +58,34 @@ func main() {
 	n += writeFile(path, syscall.O_APPEND, second)
 	line := "VMI file path=" + path + " pid=" + strconv.Itoa(os.Getpid()) +
 		" opens=2 writes=2 bytes=" + strconv.Itoa(n) + " round=" + round + "\n"
+	if _, err := syscall.Write(1, []byte(line)); err != nil {
+		fail("report", err)
+	}
+	os.Exit(0)
+}
+
+// flood creates path and makes n (a decimal count) write(2) calls of
+// "x\n" on it, then reports it as one manifest line and exits with status 0.
+func flood(count, path string) {
+	n, err := strconv.Atoi(count)
+	if err != nil || n <= 0 {
+		fail("bad flood count "+count, err)
+	}
+	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		fail("open "+path, err)
+	}
+	b := []byte("x\n")
+	for i := 0; i < n; i++ {
+		if w, err := syscall.Write(fd, b); err != nil || w != len(b) {
+			fail("flood write "+strconv.Itoa(i)+" of "+path, err)
+		}
+	}
+	if err := syscall.Close(fd); err != nil {
+		fail("close "+path, err)
+	}
+	line := "VMI file path=" + path + " pid=" + strconv.Itoa(os.Getpid()) +
+		" opens=1 writes=" + count + " bytes=" + strconv.Itoa(n*len(b)) + " round=0\n"
 	if _, err := syscall.Write(1, []byte(line)); err != nil {
 		fail("report", err)
 	}
