@@ -62,7 +62,8 @@ func RequireTool(tb testing.TB, bin string) {
 	}
 }
 
-// BuildExporter builds cmd/vmi-exporter into a temporary directory of the
+// BuildExporter builds cmd/vmi-exporter (and cmd/testguest beside it, which
+// the demo runs) into a temporary directory of the
 // test and returns its path: end-to-end tests run the binary a user runs.
 // The go command of the toolchain running the test is preferred to the
 // one on PATH.
@@ -72,10 +73,13 @@ func BuildExporter(ctx context.Context, tb testing.TB) string {
 	if _, err := os.Stat(gobin); err != nil {
 		gobin = "go"
 	}
-	out := filepath.Join(tb.TempDir(), "vmi-exporter")
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, "github.com/vmi-exporter/vmi-exporter/cmd/vmi-exporter")
+	// testguest next to it: the demo runs the test guest through that
+	// command, found beside its own binary.
+	dir := tb.TempDir()
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", dir+string(filepath.Separator),
+		"github.com/vmi-exporter/vmi-exporter/cmd/vmi-exporter", "github.com/vmi-exporter/vmi-exporter/cmd/testguest")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build vmi-exporter: %v\n%s", err, b)
+		tb.Fatalf("go build vmi-exporter and testguest: %v\n%s", err, b)
 	}
-	return out
+	return filepath.Join(dir, "vmi-exporter")
 }
