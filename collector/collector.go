@@ -27,6 +27,12 @@ type Options struct {
 	// Sinks each get a bounded queue of QueueSize events.
 	Sinks     []Sink
 	QueueSize int
+	// QueueBytes bounds each queue by the estimated memory of the events
+	// it holds as well (DefaultQueueBytes if 0), so that large events
+	// cannot grow the heap QueueSize times their size.
+	QueueBytes int64
+	// Limits bound the guest-controlled strings of every event.
+	Limits Limits
 	// Enrichers and Rules run on every event, in that order, before
 	// metrics and export.
 	Enrichers []Enricher
@@ -103,9 +109,12 @@ func New(o Options) (*Collector, error) {
 	if o.VerifyInterval == 0 {
 		o.VerifyInterval = DefaultVerifyInterval
 	}
-	p := &pipeline{enrichers: o.Enrichers, rules: o.Rules, metrics: o.Metrics}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
+	p := &pipeline{enrichers: o.Enrichers, rules: o.Rules, metrics: o.Metrics, maxString: o.Limits.maxString()}
 	for _, s := range o.Sinks {
-		p.queues = append(p.queues, newQueue(s, o.QueueSize, o.Metrics))
+		p.queues = append(p.queues, newQueue(s, o.QueueSize, o.QueueBytes, o.Metrics, o.Logger))
 	}
 	return &Collector{o: o, p: p}, nil
 }
@@ -134,11 +143,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	cctx, cancel := context.WithTimeout(context.Background(), c.o.CloseTimeout)
-	defer cancel()
-	for _, q := range c.p.queues {
-		errs = append(errs, q.close(cctx))
-	}
+	errs = append(errs, closeQueues(c.p.queues, c.o.CloseTimeout)...)
 	return errors.Join(errs...)
 }
 
@@ -227,7 +232,7 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 	if v, ok := sess.(Verifier); ok && s.o.VerifyInterval > 0 {
 		go s.verify(runCtx, v, stop)
 	}
-	err = sess.Engine().Run(runCtx, l)
+	err = runEngine(runCtx, sess, l)
 	if ctx.Err() != nil {
 		return true, nil
 	}

@@ -45,6 +45,9 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		// 0 means the default to the collector; here it means never.
 		VerifyInterval: cmp.Or(cfg.Verify.Interval, -1),
 		Once:           po.once,
+		// Bounded in bytes as well: a guest sets the size of its events.
+		QueueBytes: cfg.Queues.Bytes,
+		Limits:     cfg.Limits,
 	}
 	eng, err := newRules(cfg)
 	if err != nil {

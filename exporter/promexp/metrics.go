@@ -40,6 +40,7 @@ type Metrics struct {
 	up, info, buildInfo                 *prometheus.GaugeVec
 	attempts                            *prometheus.CounterVec
 	hits, probeErrors, dropped, notices *prometheus.CounterVec
+	truncated                           *prometheus.CounterVec
 	kinds                               []*prometheus.CounterVec // by collector.Kind
 	latency                             *prometheus.HistogramVec
 	suspicious                          *prometheus.CounterVec
@@ -91,7 +92,8 @@ func New(o Options) *Metrics {
 		m.kinds[k] = f.counter(mt.Name, mt.Help, "domain")
 	}
 	m.probeErrors = f.counter("vmi_probe_errors_total", "Hits that produced no event, by reason (skip, decode, unreadable, handler, unknown_probe).", "domain", "probe", "reason")
-	m.dropped = f.counter("vmi_events_dropped_total", "Events dropped because an exporter queue was full.", "domain", "exporter")
+	m.dropped = f.counter("vmi_events_dropped_total", "Events an exporter did not deliver, by reason (queue_full, write_error, export_rejected, too_large, shutdown, panic).", "domain", "exporter", "reason")
+	m.truncated = f.counter("vmi_event_fields_truncated_total", "Guest-controlled event fields cut to the string cap, by field.", "domain", "field")
 	m.notices = f.counter("vmi_engine_notices_total", "Other things the hook engine did, by notice.", "domain", "notice")
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "vmi_event_handling_seconds", Help: "Time from the vCPU stop to the decoded event.", Buckets: LatencyBuckets,
@@ -263,7 +265,7 @@ func (m *Metrics) Up(domain string, g *collector.Guest, up bool) {
 		}
 		// Drops start at zero too, so that rate() and alerts see them.
 		for _, e := range m.exporters {
-			m.dropped.WithLabelValues(domain, e)
+			m.initDropped(domain, e)
 		}
 		m.infoLabel[domain] = [3]string{}
 	}
@@ -283,7 +285,30 @@ func (m *Metrics) Up(domain string, g *collector.Guest, up bool) {
 
 // Dropped counts an event a full exporter queue refused.
 func (m *Metrics) Dropped(domain, exporter string) {
-	m.dropped.WithLabelValues(domain, exporter).Inc()
+	m.Lost(domain, exporter, collector.LossQueueFull, 1)
+}
+
+var _ collector.LossMetrics = (*Metrics)(nil)
+
+// lossReasons are the reasons whose series start at zero.
+var lossReasons = []string{collector.LossQueueFull, collector.LossWriteError, collector.LossExportRejected,
+	collector.LossTooLarge, collector.LossShutdown, collector.LossPanic}
+
+func (m *Metrics) initDropped(domain, exporter string) {
+	for _, r := range lossReasons {
+		m.dropped.WithLabelValues(domain, exporter, r)
+	}
+}
+
+// Lost counts n events an exporter did not deliver, by reason. domain is
+// the configured guest name (or "" when a sink cannot tell).
+func (m *Metrics) Lost(domain, exporter, reason string, n int) {
+	m.dropped.WithLabelValues(domain, exporter, reason).Add(float64(n))
+}
+
+// Truncated counts an event field cut to the string cap.
+func (m *Metrics) Truncated(domain, field string) {
+	m.truncated.WithLabelValues(domain, field).Inc()
 }
 
 // Queue reports an exporter queue's length as vmi_exporter_queue_length.
@@ -291,7 +316,7 @@ func (m *Metrics) Queue(exporter string, length func() int) {
 	m.mu.Lock()
 	m.exporters = append(m.exporters, exporter)
 	for domain := range m.infoLabel {
-		m.dropped.WithLabelValues(domain, exporter)
+		m.initDropped(domain, exporter)
 	}
 	m.mu.Unlock()
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

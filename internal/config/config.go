@@ -45,6 +45,7 @@ type Config struct {
 	JSONL   JSONL                   `koanf:"jsonl"`
 	Metrics Metrics                 `koanf:"metrics"`
 	Queues  Queues                  `koanf:"queues"`
+	Limits  collector.Limits        `koanf:"limits"`
 	Backoff collector.Backoff       `koanf:"backoff"`
 	Verify  Verify                  `koanf:"verify"`
 	Log     Log                     `koanf:"log"`
@@ -95,6 +96,8 @@ type Metrics struct {
 // Queues configures the exporter queues.
 type Queues struct {
 	Size int `koanf:"size"`
+	// Bytes bounds each queue by the estimated memory of its events.
+	Bytes int64 `koanf:"bytes"`
 }
 
 // Log configures logging.
@@ -117,6 +120,8 @@ func Defaults() map[string]any {
 		"jsonl.path":                "",
 		"metrics.process_label_cap": 0,
 		"queues.size":               collector.DefaultQueueSize,
+		"queues.bytes":              collector.DefaultQueueBytes,
+		"limits.max_string_len":     collector.DefaultMaxStringLen,
 		"backoff.initial":           "1s",
 		"backoff.max":               "1m",
 		"backoff.jitter":            0.2,
@@ -140,6 +145,8 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("jsonl.path", "", `JSON-lines event log: a file, or "-" for stdout`)
 	fs.Int("metrics.process-label-cap", 0, "enable vmi_process_events_total with at most this many process names")
 	fs.Int("queues.size", collector.DefaultQueueSize, "events each exporter queue holds before dropping")
+	fs.Int64("queues.bytes", collector.DefaultQueueBytes, "estimated bytes of events each exporter queue holds before dropping")
+	fs.Int("limits.max-string-len", collector.DefaultMaxStringLen, "bytes kept of each guest-controlled event string (path, process name); longer ones are truncated and counted")
 	fs.Duration("backoff.initial", time.Second, "first delay before re-attaching a guest")
 	fs.Duration("backoff.max", time.Minute, "longest delay before re-attaching a guest")
 	fs.Duration("verify.interval", collector.DefaultVerifyInterval, "how often to check that a watched guest was not rebooted (0: never)")
@@ -270,6 +277,12 @@ func (c *Config) Validate() error {
 	}
 	if n := c.Queues.Size; n < 1 || n > 1<<20 {
 		bad("queues.size: %d is outside 1..%d", n, 1<<20)
+	}
+	if n := c.Queues.Bytes; n < 64<<10 || n > 1<<34 {
+		bad("queues.bytes: %d is outside %d..%d", n, 64<<10, int64(1)<<34)
+	}
+	if n := c.Limits.MaxStringLen; n < 64 || n > 1<<20 {
+		bad("limits.max_string_len: %d is outside 64..%d", n, 1<<20)
 	}
 	if c.Verify.Interval < 0 {
 		bad("verify.interval: must not be negative, got %s", c.Verify.Interval)
