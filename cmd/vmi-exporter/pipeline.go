@@ -72,6 +72,7 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 			Endpoint: cfg.OTLP.Endpoint, Protocol: cfg.OTLP.Protocol, Insecure: cfg.OTLP.Insecure,
 			Headers: cfg.OTLP.Headers, File: cfg.OTLP.File, MaxOpenProcesses: cfg.OTLP.MaxOpenProcesses,
 			Version: buildVersion(), Logger: log,
+			MaxMessageBytes: cfg.OTLP.MaxMessageBytes, MaxAttributeLen: cfg.Limits.MaxStringLen,
 		})
 		if err != nil {
 			return nil, err

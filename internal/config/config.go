@@ -78,6 +78,9 @@ type OTLP struct {
 	Headers          map[string]string `koanf:"headers"`
 	File             string            `koanf:"file"`
 	MaxOpenProcesses int               `koanf:"max_open_processes"`
+	// MaxMessageBytes is the receiver's message limit; batches are split
+	// to fit it.
+	MaxMessageBytes int `koanf:"max_message_bytes"`
 }
 
 // JSONL configures the JSON-lines event log.
@@ -117,6 +120,7 @@ func Defaults() map[string]any {
 		"otlp.insecure":             false,
 		"otlp.file":                 "",
 		"otlp.max_open_processes":   10000,
+		"otlp.max_message_bytes":    4 << 20,
 		"jsonl.path":                "",
 		"metrics.process_label_cap": 0,
 		"queues.size":               collector.DefaultQueueSize,
@@ -141,6 +145,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("otlp.endpoint", "", "OTLP receiver (host:port or URL); empty writes spans to --otlp.file")
 	fs.String("otlp.protocol", "grpc", "OTLP protocol: grpc or http")
 	fs.Bool("otlp.insecure", false, "OTLP without TLS")
+	fs.Int("otlp.max-message-bytes", 4<<20, "OTLP receiver's message limit: span batches are split to fit it")
 	fs.String("otlp.file", "", "file for spans (JSON lines) when no OTLP endpoint is set")
 	fs.String("jsonl.path", "", `JSON-lines event log: a file, or "-" for stdout`)
 	fs.Int("metrics.process-label-cap", 0, "enable vmi_process_events_total with at most this many process names")
@@ -272,16 +277,20 @@ func (c *Config) Validate() error {
 	if c.OTLP.MaxOpenProcesses < 1 {
 		bad("otlp.max_open_processes: must be at least 1, got %d", c.OTLP.MaxOpenProcesses)
 	}
+	if n := c.OTLP.MaxMessageBytes; n != 0 && n < 64<<10 {
+		bad("otlp.max_message_bytes: %d is under %d", n, 64<<10)
+	}
 	if n := c.Metrics.ProcessLabelCap; n < 0 || n > 10000 {
 		bad("metrics.process_label_cap: %d is outside 0..10000", n)
 	}
 	if n := c.Queues.Size; n < 1 || n > 1<<20 {
 		bad("queues.size: %d is outside 1..%d", n, 1<<20)
 	}
-	if n := c.Queues.Bytes; n < 64<<10 || n > 1<<34 {
+	// 0 is the default for the limits below (configurations built in code).
+	if n := c.Queues.Bytes; n != 0 && (n < 64<<10 || n > 1<<34) {
 		bad("queues.bytes: %d is outside %d..%d", n, 64<<10, int64(1)<<34)
 	}
-	if n := c.Limits.MaxStringLen; n < 64 || n > 1<<20 {
+	if n := c.Limits.MaxStringLen; n != 0 && (n < 64 || n > 1<<20) {
 		bad("limits.max_string_len: %d is outside 64..%d", n, 1<<20)
 	}
 	if c.Verify.Interval < 0 {
