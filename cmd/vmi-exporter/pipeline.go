@@ -88,16 +88,17 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		}
 	}
 	if cfg.JSONL.Path != "" {
+		var w *jsonl.Writer
 		if cfg.JSONL.Path == "-" {
-			sinks = append(sinks, jsonl.New(po.stdout, nil, 0))
+			w = jsonl.New(po.stdout, nil, 0)
 		} else {
-			w, err := jsonl.Open(cfg.JSONL.Path, 0)
-			if err != nil {
+			if w, err = jsonl.Open(cfg.JSONL.Path, 0); err != nil {
 				closeAll()
 				return nil, err
 			}
-			sinks = append(sinks, w)
 		}
+		w.SetLogger(log)
+		sinks = append(sinks, w)
 	}
 	o.Sinks = sinks
 	c, err := collector.New(o)
