@@ -70,6 +70,7 @@ func goldenSequence(m *promexp.Metrics) {
 	m.Dropped("g1", "jsonl")
 	m.Lost("g1", "jsonl", collector.LossWriteError, 2)
 	m.Truncated("g1", collector.FieldPath)
+	m.SessionCounters("g1", func() map[string]uint64 { return map[string]uint64{"qemu_resteps": 3} })
 }
 
 // TestGoldenMetrics renders the metrics of goldenSequence and compares

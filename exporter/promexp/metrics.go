@@ -41,6 +41,7 @@ type Metrics struct {
 	attempts                            *prometheus.CounterVec
 	hits, probeErrors, dropped, notices *prometheus.CounterVec
 	truncated                           *prometheus.CounterVec
+	sessions                            *sessionCounters
 	kinds                               []*prometheus.CounterVec // by collector.Kind
 	latency                             *prometheus.HistogramVec
 	suspicious                          *prometheus.CounterVec
@@ -103,6 +104,8 @@ func New(o Options) *Metrics {
 	if o.ProcessLabelCap > 0 {
 		m.procEvents = f.counter("vmi_process_events_total", "Events by process name (opt-in; names beyond the cap count as other).", "domain", "kind", "process")
 	}
+	m.sessions = newSessionCounters()
+	m.reg.MustRegister(m.sessions)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
