@@ -39,6 +39,10 @@ type Options struct {
 	Rules     []Rule
 	// Backoff between attach attempts of a guest.
 	Backoff Backoff
+	// Detached, when set, is called once every session has ended at
+	// exit (hooks removed, guests resumed), before the queues drain:
+	// from then on the process may be killed without harm to a guest.
+	Detached func()
 	// CloseTimeout bounds draining and closing the sinks at exit.
 	CloseTimeout time.Duration
 	Logger       *slog.Logger
@@ -143,6 +147,9 @@ func (c *Collector) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	if c.o.Detached != nil {
+		c.o.Detached()
+	}
 	errs = append(errs, closeQueues(c.p.queues, c.o.CloseTimeout)...)
 	return errors.Join(errs...)
 }
@@ -227,6 +234,12 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 	}
 	s.log.Info("attached", "os", g.OS, "kernel", g.Kernel, "probes", len(probes))
 	s.o.Metrics.Up(s.cfg.Name, &g, true)
+	if cm, ok := s.o.Metrics.(CounterMetrics); ok {
+		if read := sessionCounters(sess); read != nil {
+			cm.SessionCounters(s.cfg.Name, read)
+			defer cm.SessionCounters(s.cfg.Name, nil)
+		}
+	}
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	if v, ok := sess.(Verifier); ok && s.o.VerifyInterval > 0 {

@@ -245,3 +245,120 @@ func TestPanicsCostOneEvent(t *testing.T) {
 		t.Errorf("handler panics counted %v", rec.errs)
 	}
 }
+
+// counterRecorder is a lossRecorder that keeps the session counters'
+// read function (collector.CounterMetrics).
+type counterRecorder struct {
+	*lossRecorder
+	cmu  sync.Mutex
+	read map[string]func() map[string]uint64
+}
+
+func (r *counterRecorder) SessionCounters(d string, read func() map[string]uint64) {
+	r.cmu.Lock()
+	defer r.cmu.Unlock()
+	if read == nil {
+		delete(r.read, d)
+		return
+	}
+	r.read[d] = read
+}
+
+// A session's own counters (Windows parent mismatches, QEMU resteps) are
+// handed to the metrics while it is attached, and withdrawn after.
+func TestSessionCountersExported(t *testing.T) {
+	rec := &counterRecorder{lossRecorder: newLossRecorder(), read: map[string]func() map[string]uint64{}}
+	var during map[string]uint64
+	done := make(chan struct{})
+	a := &collectortest.Attacher{
+		Counters: map[string]uint64{"qemu_resteps": 2},
+		Script: func(ctx context.Context, _ int, emit func(collectortest.Step) error) error {
+			close(done)
+			return nil
+		},
+	}
+	c, err := collector.New(collector.Options{
+		Guests:    []collector.GuestConfig{{Name: "g", Driver: "t"}},
+		Attachers: map[string]collector.Attacher{"t": a}, Metrics: rec,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	<-done
+	waitFor(t, "counters", func() bool {
+		rec.cmu.Lock()
+		defer rec.cmu.Unlock()
+		if r := rec.read["g"]; r != nil {
+			during = r()
+		}
+		return during != nil
+	})
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if during["qemu_resteps"] != 2 {
+		t.Errorf("counters while attached %v", during)
+	}
+	if rec.read["g"] != nil {
+		t.Error("counters still exported after detach")
+	}
+}
+
+// Shutdown while a vCPU is held in the handler (a rule still running):
+// the hit is finished, the session closes (hooks removed, guest resumed),
+// Detached is called then, and only after it do the queues drain.
+func TestShutdownWhileHitHeld(t *testing.T) {
+	rec := newLossRecorder()
+	entered, release := make(chan struct{}), make(chan struct{})
+	rule := collector.RuleFunc(func(ev *collector.Event) []string {
+		if ev.Path == "/held" {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	a := &collectortest.Attacher{
+		Script: func(ctx context.Context, _ int, emit func(collectortest.Step) error) error {
+			return emit(collectortest.Step{Kind: collector.KindFileWrite, Process: collector.Process{PID: 1}, Path: "/held"})
+		},
+	}
+	stall := make(chan struct{})
+	sink := &funcSink{name: "s", export: func(*collector.Event) { <-stall }}
+	var hooksAtDetach = -1
+	var drainedAtDetach bool
+	c, err := collector.New(collector.Options{
+		Guests:    []collector.GuestConfig{{Name: "g", Driver: "t"}},
+		Attachers: map[string]collector.Attacher{"t": a}, Enabled: collector.ProbeKinds(),
+		Metrics: rec, Rules: []collector.Rule{rule}, Sinks: []collector.Sink{sink},
+		CloseTimeout: 100 * time.Millisecond,
+		Detached: func() {
+			_, _, _, hooksAtDetach = a.Stats()
+			drainedAtDetach = sink.closed.Load()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	<-entered
+	cancel() // SIGTERM
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	err = <-errc
+	close(stall)
+	if _, open, closed, hooks := a.Stats(); open != 0 || closed != 1 || hooks != 0 {
+		t.Errorf("after shutdown: open=%d closed=%d hooks=%d", open, closed, hooks)
+	}
+	if hooksAtDetach != 0 || drainedAtDetach {
+		t.Errorf("Detached saw hooks=%d, sink closed=%v", hooksAtDetach, drainedAtDetach)
+	}
+	if err == nil || !sink.closed.Load() {
+		t.Errorf("Run %v, sink closed %v", err, sink.closed.Load())
+	}
+}

@@ -48,6 +48,7 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		// Bounded in bytes as well: a guest sets the size of its events.
 		QueueBytes: cfg.Queues.Bytes,
 		Limits:     cfg.Limits,
+		Detached:   detached.fire,
 	}
 	eng, err := newRules(cfg)
 	if err != nil {
