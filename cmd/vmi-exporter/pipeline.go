@@ -85,7 +85,8 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		}
 		p.spans = cfg.OTLP.File
 		if cfg.OTLP.Endpoint != "" {
-			p.spans = cfg.OTLP.Protocol + " " + cfg.OTLP.Endpoint
+			// Logged: no user:password@ or token from the URL.
+			p.spans = cfg.OTLP.Protocol + " " + config.RedactURL(cfg.OTLP.Endpoint)
 		}
 	}
 	if cfg.JSONL.Path != "" {

@@ -25,9 +25,10 @@ const maxLabelLen = 256
 // Options configure the metrics.
 type Options struct {
 	// ProcessLabelCap > 0 enables vmi_process_events_total, labelled by
-	// process name, with at most this many distinct names; later names
-	// are counted as process="other". Off (0) by default, because process
-	// names are chosen by the guest.
+	// process name, with at most this many distinct names per guest;
+	// later names of that guest are counted as process="other". Off (0)
+	// by default, because process names are chosen by the guest; the cap
+	// is per guest so that one guest cannot use up another's.
 	ProcessLabelCap int
 	// Version is reported by vmi_exporter_build_info.
 	Version string
@@ -51,7 +52,8 @@ type Metrics struct {
 	mu        sync.RWMutex
 	handles   map[handleKey]*handles
 	infoLabel map[string][3]string // domain → its info series
-	procNames map[string]struct{}
+	// procNames are the admitted process names, by domain.
+	procNames map[string]map[string]struct{}
 	exporters []string // names passed to Queue, for zero-valued drop series
 }
 
@@ -75,7 +77,7 @@ func New(o Options) *Metrics {
 		reg:       prometheus.NewRegistry(),
 		handles:   map[handleKey]*handles{},
 		infoLabel: map[string][3]string{},
-		procNames: map[string]struct{}{},
+		procNames: map[string]map[string]struct{}{},
 		procCap:   o.ProcessLabelCap,
 	}
 	f := factory{m.reg}
@@ -180,7 +182,7 @@ func (m *Metrics) Event(ev *collector.Event) {
 		}
 	}
 	if m.procEvents != nil {
-		m.procEvents.WithLabelValues(domain, ev.Kind.String(), m.processLabel(ev.Process.Name)).Inc()
+		m.procEvents.WithLabelValues(domain, ev.Kind.String(), m.processLabel(domain, ev.Process.Name)).Inc()
 	}
 }
 
@@ -192,24 +194,30 @@ func add(c prometheus.Counter, ex prometheus.Labels) {
 	c.Inc()
 }
 
-// processLabel admits the first ProcessLabelCap distinct names.
-func (m *Metrics) processLabel(name string) string {
+// processLabel admits the first ProcessLabelCap distinct names of each
+// guest.
+func (m *Metrics) processLabel(domain, name string) string {
 	name = label(name)
 	m.mu.RLock()
-	_, ok := m.procNames[name]
+	_, ok := m.procNames[domain][name]
 	m.mu.RUnlock()
 	if ok {
 		return name
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.procNames[name]; ok {
+	names := m.procNames[domain]
+	if names == nil {
+		names = map[string]struct{}{}
+		m.procNames[domain] = names
+	}
+	if _, ok := names[name]; ok {
 		return name
 	}
-	if len(m.procNames) >= m.procCap || name == OtherProcess {
+	if len(names) >= m.procCap || name == OtherProcess {
 		return OtherProcess
 	}
-	m.procNames[name] = struct{}{}
+	names[name] = struct{}{}
 	return name
 }
 

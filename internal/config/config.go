@@ -29,9 +29,13 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/collector/rules"
 )
 
-// DefaultListenAddress is where /metrics is served by default. 9860 is not
-// taken in the Prometheus default port allocations list as far as we know.
-const DefaultListenAddress = ":9860"
+// DefaultListenAddress is where /metrics is served by default: loopback
+// only, as the metrics (plain HTTP, no auth unless web.config_file says
+// otherwise) name guests, kernels and processes. Serving other hosts is a
+// choice made in the configuration (the Helm chart sets the pod address).
+// 9860 is not taken in the Prometheus default port allocations list as
+// far as we know.
+const DefaultListenAddress = "127.0.0.1:9860"
 
 // EnvPrefix starts every environment variable the configuration reads.
 const EnvPrefix = "VMI_EXPORTER_"
@@ -268,7 +272,7 @@ func (c *Config) Validate() error {
 		if strings.Contains(e, "://") {
 			u, err := url.Parse(e)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad("otlp.endpoint: %q is not an http(s) URL", e)
+				bad("otlp.endpoint: %q is not an http(s) URL", RedactURL(e))
 			}
 		} else if err := checkHostPort(e); err != nil {
 			bad("otlp.endpoint: %w", err)

@@ -50,7 +50,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Web.ListenAddress != ":9860" || c.Queues.Size != collector.DefaultQueueSize || c.OTLP.Protocol != "grpc" ||
+	if c.Web.ListenAddress != "127.0.0.1:9860" || c.Queues.Size != collector.DefaultQueueSize || c.OTLP.Protocol != "grpc" ||
 		c.Backoff.Initial != time.Second || c.Backoff.Max != time.Minute || c.Metrics.ProcessLabelCap != 0 ||
 		c.Verify.Interval != collector.DefaultVerifyInterval {
 		t.Errorf("defaults %+v", c)

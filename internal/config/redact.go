@@ -1,0 +1,42 @@
+package config
+
+import (
+	"net/url"
+	"strings"
+)
+
+// secretQueryKeys are query parameters whose values RedactURL hides.
+var secretQueryKeys = []string{"token", "key", "secret", "password", "passwd", "auth", "signature", "sig"}
+
+// RedactURL returns s with the credentials an endpoint URL can carry
+// (user:password@, and query values such as ?api_key=) replaced by
+// "REDACTED", for logs and error messages. Other strings (host:port) are
+// returned as they are; a URL that does not parse loses everything after
+// its scheme, since where its userinfo ends cannot be told.
+func RedactURL(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		scheme, _, _ := strings.Cut(s, "://")
+		return scheme + "://REDACTED"
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			lk := strings.ToLower(k)
+			for _, sk := range secretQueryKeys {
+				if strings.Contains(lk, sk) {
+					q.Set(k, "REDACTED")
+					break
+				}
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
