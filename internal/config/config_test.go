@@ -201,3 +201,21 @@ func TestExampleConfig(t *testing.T) {
 		t.Errorf("example config %+v", c)
 	}
 }
+
+// The chart takes OTLP headers from a Secret through the environment: a
+// header set there joins those of the file.
+func TestHeadersFromEnvironment(t *testing.T) {
+	file := writeFile(t, guests+`
+otlp:
+  endpoint: otel:4317
+  headers:
+    x-tenant: a
+`)
+	c, err := load(t, []string{"--config", file}, []string{"VMI_EXPORTER_OTLP__HEADERS__AUTHORIZATION=Bearer s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OTLP.Headers["authorization"] != "Bearer s3cret" || c.OTLP.Headers["x-tenant"] != "a" {
+		t.Errorf("headers %v", c.OTLP.Headers)
+	}
+}
