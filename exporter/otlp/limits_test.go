@@ -68,8 +68,9 @@ func hostileSteps() []collectortest.Step {
 	return steps
 }
 
-// runWith drives steps through a collector with limits into exp.
-func runWith(t *testing.T, exp *otlp.Exporter, lim collector.Limits, m collector.Metrics, steps []collectortest.Step) {
+// runWith drives steps through a collector with limits into exp, and
+// returns what Run returned.
+func runWith(t *testing.T, exp *otlp.Exporter, lim collector.Limits, m collector.Metrics, steps []collectortest.Step) error {
 	t.Helper()
 	done := make(chan struct{})
 	a := &collectortest.Attacher{
@@ -99,9 +100,7 @@ func runWith(t *testing.T, exp *otlp.Exporter, lim collector.Limits, m collector
 	go func() { errc <- c.Run(ctx) }()
 	<-done
 	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	return <-errc
 }
 
 // With the collector's caps, 200 98 KB paths among 400 events reach a
@@ -113,7 +112,9 @@ func TestHostilePathsDeliveredCapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runWith(t, exp, collector.Limits{}, nil, hostileSteps())
+	if err := runWith(t, exp, collector.Limits{}, nil, hostileSteps()); err != nil {
+		t.Fatal(err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.spans) != 401 { // 400 writes and their process
@@ -141,7 +142,9 @@ func TestBatchesSplitToMessageLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runWith(t, exp, collector.Limits{MaxStringLen: -1}, nil, hostileSteps())
+	if err := runWith(t, exp, collector.Limits{MaxStringLen: -1}, nil, hostileSteps()); err != nil {
+		t.Fatal(err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.spans) != 401 {
@@ -188,7 +191,10 @@ func TestExportFailuresCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := &lossMetrics{lost: map[string]int{}}
-	runWith(t, exp, collector.Limits{}, m, hostileSteps()[:10])
+	err = runWith(t, exp, collector.Limits{}, m, hostileSteps()[:10])
+	if err == nil || !strings.Contains(err.Error(), "11 spans lost") {
+		t.Errorf("Run (closing the exporter): %v", err)
+	}
 	if exp.SpansFailed() != 11 {
 		t.Errorf("%d spans counted failed, want 11", exp.SpansFailed())
 	}

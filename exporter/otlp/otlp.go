@@ -399,6 +399,11 @@ func (e *Exporter) Close(ctx context.Context) error {
 	if e.file != nil {
 		err = errors.Join(err, e.file.Close())
 	}
+	// Losses were counted as they happened; Close says so too, as it
+	// used to return nil with every span of a rejected batch lost.
+	if n, m := e.split.spansFailed.Load(), e.split.tooLarge.Load(); n+m > 0 {
+		err = errors.Join(err, fmt.Errorf("%d spans lost in failed exports, %d too large", n, m))
+	}
 	if err != nil {
 		return fmt.Errorf("otlp: %w", err)
 	}
