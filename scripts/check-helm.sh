@@ -112,7 +112,7 @@ fi
 # the OTLP header comes from the Secret, and none of it is in the ConfigMap.
 "$bin/helm" template vmi "$chart" --kube-version "$KUBE_VERSION" -f "$values/secrets.yaml" >"$values/sec.yaml"
 for want in "secretName: vmi-web" "value: /etc/vmi-exporter/web/web-config.yml" "name: otlp-auth" \
-	"name: vmi-exporter-env" 'value: "$(POD_IP):9860"' "tcpSocket:"; do
+	"name: vmi-exporter-env" 'value: ":9860"' "tcpSocket:"; do
 	if ! grep -qF "$want" "$values/sec.yaml"; then
 		echo "chart with secrets lacks: $want" >&2
 		exit 1
