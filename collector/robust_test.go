@@ -62,39 +62,18 @@ func (s *funcSink) Close(context.Context) error {
 	return nil
 }
 
-// runSteps runs a collector over one scripted guest that emits steps, and
-// stops it once they are all handled (after wait, when set).
+// runSteps runs a collector over one scripted Windows guest that emits
+// steps, and stops it once they are all handled (after wait, when set).
 func runSteps(t *testing.T, o collector.Options, steps []collectortest.Step, wait func()) error {
 	t.Helper()
 	done := make(chan struct{})
-	a := &collectortest.Attacher{
-		Guest: collector.Guest{OS: "windows"},
-		Script: func(ctx context.Context, _ int, emit func(collectortest.Step) error) error {
-			for _, s := range steps {
-				if err := emit(s); err != nil {
-					return err
-				}
-			}
-			close(done)
-			return nil
-		},
-	}
-	o.Guests = []collector.GuestConfig{{Name: "g", Driver: "t"}}
-	o.Attachers = map[string]collector.Attacher{"t": a}
-	o.Enabled = collector.ProbeKinds()
-	c, err := collector.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(ctx) }()
+	a := &collectortest.Attacher{Guest: collector.Guest{OS: "windows"}, Script: collectortest.Replay(steps, done)}
+	stop := collectortest.Start(t, o, a)
 	<-done
 	if wait != nil {
 		wait()
 	}
-	cancel()
-	return <-errc
+	return stop()
 }
 
 // A 98 KB NtCreateFile name (UNICODE_STRING is up to 0xfffe bytes) and a
@@ -277,16 +256,7 @@ func TestSessionCountersExported(t *testing.T) {
 			return nil
 		},
 	}
-	c, err := collector.New(collector.Options{
-		Guests:    []collector.GuestConfig{{Name: "g", Driver: "t"}},
-		Attachers: map[string]collector.Attacher{"t": a}, Metrics: rec,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(ctx) }()
+	stop := collectortest.Start(t, collector.Options{Metrics: rec}, a)
 	<-done
 	waitFor(t, "counters", func() bool {
 		rec.cmu.Lock()
@@ -296,8 +266,7 @@ func TestSessionCountersExported(t *testing.T) {
 		}
 		return during != nil
 	})
-	cancel()
-	if err := <-errc; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if during["qemu_resteps"] != 2 {
@@ -330,27 +299,20 @@ func TestShutdownWhileHitHeld(t *testing.T) {
 	sink := &funcSink{name: "s", export: func(*collector.Event) { <-stall }}
 	var hooksAtDetach = -1
 	var drainedAtDetach bool
-	c, err := collector.New(collector.Options{
-		Guests:    []collector.GuestConfig{{Name: "g", Driver: "t"}},
-		Attachers: map[string]collector.Attacher{"t": a}, Enabled: collector.ProbeKinds(),
+	stop := collectortest.Start(t, collector.Options{
 		Metrics: rec, Rules: []collector.Rule{rule}, Sinks: []collector.Sink{sink},
 		CloseTimeout: 100 * time.Millisecond,
 		Detached: func() {
 			_, _, _, hooksAtDetach = a.Stats()
 			drainedAtDetach = sink.closed.Load()
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(ctx) }()
+	}, a)
 	<-entered
-	cancel() // SIGTERM
+	errc := make(chan error, 1)
+	go func() { errc <- stop() }() // SIGTERM
 	time.Sleep(20 * time.Millisecond)
 	close(release)
-	err = <-errc
+	err := <-errc
 	close(stall)
 	if _, open, closed, hooks := a.Stats(); open != 0 || closed != 1 || hooks != 0 {
 		t.Errorf("after shutdown: open=%d closed=%d hooks=%d", open, closed, hooks)

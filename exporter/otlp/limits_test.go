@@ -73,34 +73,15 @@ func hostileSteps() []collectortest.Step {
 func runWith(t *testing.T, exp *otlp.Exporter, lim collector.Limits, m collector.Metrics, steps []collectortest.Step) error {
 	t.Helper()
 	done := make(chan struct{})
-	a := &collectortest.Attacher{
-		Guest: collector.Guest{OS: "windows"},
-		Script: func(ctx context.Context, _ int, emit func(collectortest.Step) error) error {
-			for _, s := range steps {
-				if err := emit(s); err != nil {
-					return err
-				}
-			}
-			close(done)
-			return nil
-		},
-	}
-	c, err := collector.New(collector.Options{
+	a := &collectortest.Attacher{Guest: collector.Guest{OS: "windows"}, Script: collectortest.Replay(steps, done)}
+	stop := collectortest.Start(t, collector.Options{
 		Guests:    []collector.GuestConfig{{Name: "vm1", Driver: "t"}},
-		Attachers: map[string]collector.Attacher{"t": a},
-		Enabled:   collector.ProbeKinds(), Enrichers: []collector.Enricher{exp.Tracker()},
-		Sinks: []collector.Sink{exp}, Limits: lim, Metrics: m, CloseTimeout: 30 * time.Second,
+		Enrichers: []collector.Enricher{exp.Tracker()},
+		Sinks:     []collector.Sink{exp}, Limits: lim, Metrics: m, CloseTimeout: 30 * time.Second,
 		QueueBytes: 1 << 30, // the split test sends 20 MB of events at once
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error)
-	go func() { errc <- c.Run(ctx) }()
+	}, a)
 	<-done
-	cancel()
-	return <-errc
+	return stop()
 }
 
 // With the collector's caps, 200 98 KB paths among 400 events reach a
