@@ -16,6 +16,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/exporter/otlp"
 	"github.com/vmi-exporter/vmi-exporter/exporter/promexp"
 	"github.com/vmi-exporter/vmi-exporter/internal/config"
+	"github.com/vmi-exporter/vmi-exporter/internal/redact"
 )
 
 // pipeline is a configured collector with its exporters.
@@ -68,7 +69,9 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 	if cfg.OTLP.Endpoint != "" || cfg.OTLP.File != "" {
 		// The SDK reports export failures through a process-wide handler
 		// (stderr by default); send them to our log instead.
-		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("span export", "err", err) }))
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("span export", "err", redact.Error(err, cfg.OTLP.Endpoint))
+		}))
 		exp, err := otlp.New(ctx, otlp.Options{
 			Endpoint: cfg.OTLP.Endpoint, Protocol: cfg.OTLP.Protocol, Insecure: cfg.OTLP.Insecure,
 			Headers: cfg.OTLP.Headers, File: cfg.OTLP.File, MaxOpenProcesses: cfg.OTLP.MaxOpenProcesses,
@@ -86,7 +89,7 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		p.spans = cfg.OTLP.File
 		if cfg.OTLP.Endpoint != "" {
 			// Logged: no user:password@ or token from the URL.
-			p.spans = cfg.OTLP.Protocol + " " + config.RedactURL(cfg.OTLP.Endpoint)
+			p.spans = cfg.OTLP.Protocol + " " + redact.URL(cfg.OTLP.Endpoint)
 		}
 	}
 	if cfg.JSONL.Path != "" {

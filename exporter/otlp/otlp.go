@@ -131,7 +131,7 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 			return nil, err
 		}
 	}
-	e.split = newSplitter(exp, o.MaxMessageBytes, e.log)
+	e.split = newSplitter(exp, o.MaxMessageBytes, e.log, o.Endpoint)
 	limits := sdktrace.NewSpanLimits()
 	limits.AttributeValueLengthLimit = o.MaxAttributeLen
 	if limits.AttributeValueLengthLimit <= 0 {

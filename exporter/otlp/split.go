@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/internal/ratelog"
+	"github.com/vmi-exporter/vmi-exporter/internal/redact"
 )
 
 // DefaultMaxMessageBytes is the Options.MaxMessageBytes used when it is 0:
@@ -30,17 +31,18 @@ type splitter struct {
 	next  sdktrace.SpanExporter
 	limit int // bytes of spans per request
 
-	loss atomic.Pointer[collector.LossFunc]
-	log  *ratelog.Logger
+	loss     atomic.Pointer[collector.LossFunc]
+	log      *ratelog.Logger
+	endpoint string // redacted from logged errors
 
 	batchesFailed, spansFailed, tooLarge atomic.Uint64
 }
 
-func newSplitter(next sdktrace.SpanExporter, maxMessage int, log *slog.Logger) *splitter {
+func newSplitter(next sdktrace.SpanExporter, maxMessage int, log *slog.Logger, endpoint string) *splitter {
 	if maxMessage <= 0 {
 		maxMessage = DefaultMaxMessageBytes
 	}
-	return &splitter{next: next, limit: max(maxMessage-requestOverhead, maxMessage/2), log: ratelog.New(log, ratelog.DefaultInterval)}
+	return &splitter{next: next, limit: max(maxMessage-requestOverhead, maxMessage/2), log: ratelog.New(log, ratelog.DefaultInterval), endpoint: endpoint}
 }
 
 // ExportSpans implements sdktrace.SpanExporter. It returns nil once the
@@ -89,7 +91,9 @@ func (s *splitter) export(ctx context.Context, spans []sdktrace.ReadOnlySpan) {
 	for d, n := range byDomain {
 		s.lost(d, collector.LossExportRejected, n)
 	}
-	s.log.Warn("span export failed", "spans", len(spans), "err", err)
+	// The HTTP exporter's errors quote the endpoint URL, credentials
+	// and all.
+	s.log.Warn("span export failed", "spans", len(spans), "err", redact.Error(err, s.endpoint))
 }
 
 func (s *splitter) lost(domain, reason string, n int) {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/collector/rules"
+	"github.com/vmi-exporter/vmi-exporter/internal/redact"
 )
 
 // DefaultListenAddress is where /metrics is served by default: loopback
@@ -272,7 +273,7 @@ func (c *Config) Validate() error {
 		if strings.Contains(e, "://") {
 			u, err := url.Parse(e)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad("otlp.endpoint: %q is not an http(s) URL", RedactURL(e))
+				bad("otlp.endpoint: %q is not an http(s) URL", redact.URL(e))
 			}
 		} else if err := checkHostPort(e); err != nil {
 			bad("otlp.endpoint: %w", err)

@@ -219,3 +219,11 @@ otlp:
 		t.Errorf("headers %v", c.OTLP.Headers)
 	}
 }
+
+// A bad endpoint is named in the error without its password.
+func TestEndpointErrorRedacted(t *testing.T) {
+	c := &config.Config{OTLP: config.OTLP{Endpoint: "ftp://alice:s3cret@otel.example", Protocol: "http"}}
+	if err := c.Validate(); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("validation error shows the password: %v", err)
+	}
+}

@@ -1,19 +1,20 @@
-package config
+// Package redact hides credentials in strings that are logged.
+package redact
 
 import (
 	"net/url"
 	"strings"
 )
 
-// secretQueryKeys are query parameters whose values RedactURL hides.
+// secretQueryKeys are query parameters whose values URL hides.
 var secretQueryKeys = []string{"token", "key", "secret", "password", "passwd", "auth", "signature", "sig"}
 
-// RedactURL returns s with the credentials an endpoint URL can carry
+// URL returns s with the credentials an endpoint URL can carry
 // (user:password@, and query values such as ?api_key=) replaced by
 // "REDACTED", for logs and error messages. Other strings (host:port) are
 // returned as they are; a URL that does not parse loses everything after
 // its scheme, since where its userinfo ends cannot be told.
-func RedactURL(s string) string {
+func URL(s string) string {
 	if !strings.Contains(s, "://") {
 		return s
 	}
@@ -39,4 +40,24 @@ func RedactURL(s string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
+}
+
+// Error returns err's message with every occurrence of the URL raw
+// replaced by its redacted form: exporters' errors quote the endpoint.
+func Error(err error, raw string) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	if r := URL(raw); r != raw && raw != "" {
+		msg = strings.ReplaceAll(msg, raw, r)
+		// The URL as net/url prints it (userinfo escaped) too.
+		if u, perr := url.Parse(raw); perr == nil {
+			msg = strings.ReplaceAll(msg, u.String(), r)
+			if u.User != nil {
+				msg = strings.ReplaceAll(msg, u.User.String()+"@", "REDACTED@")
+			}
+		}
+	}
+	return msg
 }
