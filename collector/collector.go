@@ -27,12 +27,22 @@ type Options struct {
 	// Sinks each get a bounded queue of QueueSize events.
 	Sinks     []Sink
 	QueueSize int
+	// QueueBytes bounds each queue by the estimated memory of the events
+	// it holds as well (DefaultQueueBytes if 0), so that large events
+	// cannot grow the heap QueueSize times their size.
+	QueueBytes int64
+	// Limits bound the guest-controlled strings of every event.
+	Limits Limits
 	// Enrichers and Rules run on every event, in that order, before
 	// metrics and export.
 	Enrichers []Enricher
 	Rules     []Rule
 	// Backoff between attach attempts of a guest.
 	Backoff Backoff
+	// Detached, when set, is called once every session has ended at
+	// exit (hooks removed, guests resumed), before the queues drain:
+	// from then on the process may be killed without harm to a guest.
+	Detached func()
 	// CloseTimeout bounds draining and closing the sinks at exit.
 	CloseTimeout time.Duration
 	Logger       *slog.Logger
@@ -101,9 +111,12 @@ func New(o Options) (*Collector, error) {
 	if o.CloseTimeout <= 0 {
 		o.CloseTimeout = 10 * time.Second
 	}
-	p := &pipeline{enrichers: o.Enrichers, rules: o.Rules, metrics: o.Metrics}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
+	p := &pipeline{enrichers: o.Enrichers, rules: o.Rules, metrics: o.Metrics, maxString: o.Limits.maxString()}
 	for _, s := range o.Sinks {
-		p.queues = append(p.queues, newQueue(s, o.QueueSize, o.Metrics))
+		p.queues = append(p.queues, newQueue(s, o.QueueSize, o.QueueBytes, o.Metrics, o.Logger))
 	}
 	return &Collector{o: o, p: p}, nil
 }
@@ -132,11 +145,10 @@ func (c *Collector) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	cctx, cancel := context.WithTimeout(context.Background(), c.o.CloseTimeout)
-	defer cancel()
-	for _, q := range c.p.queues {
-		errs = append(errs, q.close(cctx))
+	if c.o.Detached != nil {
+		c.o.Detached()
 	}
+	errs = append(errs, closeQueues(c.p.queues, c.o.CloseTimeout)...)
 	return errors.Join(errs...)
 }
 
@@ -222,12 +234,18 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 	}
 	s.log.Info("attached", "os", g.OS, "kernel", g.Kernel, "probes", len(probes))
 	s.o.Metrics.Up(s.cfg.Name, &g, true)
+	if cm, ok := s.o.Metrics.(CounterMetrics); ok {
+		if read := sessionCounters(sess); read != nil {
+			cm.SessionCounters(s.cfg.Name, read)
+			defer cm.SessionCounters(s.cfg.Name, nil)
+		}
+	}
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	if v, ok := sess.(Verifier); ok && s.o.VerifyInterval > 0 {
 		go s.verify(runCtx, v, stop)
 	}
-	err = sess.Engine().Run(runCtx, l)
+	err = runEngine(runCtx, sess, l)
 	if ctx.Err() != nil {
 		return true, nil
 	}

@@ -42,6 +42,9 @@ type Event struct {
 	Latency time.Duration `json:"latency_ns"`
 	// Rules are the names of the rules the event matched.
 	Rules []string `json:"rules,omitempty"`
+	// Truncated names the fields cut to Limits.MaxStringLen (FieldPath,
+	// ...): the guest sent more than the exporter keeps.
+	Truncated []string `json:"truncated,omitempty"`
 	// TraceID is the trace of the event's process, when a trace exporter
 	// is enabled (set by its Enricher; metrics use it as an exemplar).
 	TraceID trace.TraceID `json:"trace_id,omitzero"`

@@ -3,6 +3,7 @@ package collector
 import (
 	"errors"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
@@ -16,9 +17,19 @@ type pipeline struct {
 	rules     []Rule
 	metrics   Metrics
 	queues    []*queue
+	maxString int // Limits.MaxStringLen resolved
 }
 
 func (p *pipeline) emit(ev *Event) {
+	// Cap first: rules then match the capped form, at a bounded cost, and
+	// nothing downstream holds more than the cap of guest data.
+	if capEvent(ev, p.maxString) > 0 {
+		if lm, ok := p.metrics.(LossMetrics); ok {
+			for _, f := range ev.Truncated {
+				lm.Truncated(ev.Guest.Domain, f)
+			}
+		}
+	}
 	for _, e := range p.enrichers {
 		e.Enrich(ev)
 	}
@@ -48,7 +59,21 @@ var _ hook.Handler = (*loop)(nil)
 // HandleHit decodes a hit with its probe. Only a missing-page error is
 // returned, so that the engine can have the guest page it in and deliver
 // the hit again; every other failure is counted here and the hit dropped.
-func (l *loop) HandleHit(h *hook.Hit) error {
+func (l *loop) HandleHit(h *hook.Hit) (err error) {
+	// A decoder, enricher or rule that panics on what a guest wrote must
+	// not take the process down: the hit is answered (the guest resumes),
+	// counted as a panic, and the session goes on.
+	defer func() {
+		if r := recover(); r != nil {
+			tag := ""
+			if h != nil && h.Hook != nil {
+				tag = h.Hook.Tag
+			}
+			l.p.metrics.ProbeError(l.guest.Domain, tag, ReasonPanic)
+			l.log.Error("probe handler panicked; hit dropped", "probe", tag, "panic", r, "stack", string(debug.Stack()))
+			err = nil
+		}
+	}()
 	// The handler is called as soon as the engine has the stopped vCPU's
 	// state, so this is the stop time as far as the collector can tell.
 	start := l.now()
@@ -90,6 +115,12 @@ func isPageFault(err error) bool {
 // Notice turns page and reinjection notices into events, failures into
 // probe errors, and counts the rest.
 func (l *loop) Notice(n hook.Notice) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.p.metrics.ProbeError(l.guest.Domain, n.Tag, ReasonPanic)
+			l.log.Error("notice handler panicked; notice dropped", "notice", n.Kind.String(), "panic", r)
+		}
+	}()
 	switch n.Kind {
 	case hook.NoticeHandlerError:
 		l.p.metrics.ProbeError(l.guest.Domain, n.Tag, ReasonHandler)

@@ -81,7 +81,16 @@ prometheusRule: {enabled: true}
 dashboards: {enabled: false}
 YAML
 
-for set in "" "$values/guests.yaml" "$values/xen.yaml"; do
+cat >"$values/secrets.yaml" <<'YAML'
+web: {configSecret: vmi-web}
+env:
+  - name: VMI_EXPORTER_OTLP__HEADERS__AUTHORIZATION
+    valueFrom: {secretKeyRef: {name: otlp-auth, key: authorization}}
+envFrom:
+  - secretRef: {name: vmi-exporter-env}
+YAML
+
+for set in "" "$values/guests.yaml" "$values/xen.yaml" "$values/secrets.yaml"; do
 	args=()
 	[ -n "$set" ] && args=(-f "$set")
 	echo "== helm lint ${set:+-f $(basename "$set")}"
@@ -99,6 +108,16 @@ if ! grep -q "alert: VMISuspiciousFileWrite" "$values/pr.yaml"; then
 	echo "PrometheusRule lacks the rules" >&2
 	exit 1
 fi
+# Secrets are wired by reference: the web config is mounted and named,
+# the OTLP header comes from the Secret, and none of it is in the ConfigMap.
+"$bin/helm" template vmi "$chart" --kube-version "$KUBE_VERSION" -f "$values/secrets.yaml" >"$values/sec.yaml"
+for want in "secretName: vmi-web" "value: /etc/vmi-exporter/web/web-config.yml" "name: otlp-auth" \
+	"name: vmi-exporter-env" 'value: ":9860"' "tcpSocket:"; do
+	if ! grep -qF "$want" "$values/sec.yaml"; then
+		echo "chart with secrets lacks: $want" >&2
+		exit 1
+	fi
+done
 # A backend other than qemu or xen is refused.
 if "$bin/helm" template vmi "$chart" --kube-version "$KUBE_VERSION" --set backend=kvm >/dev/null 2>&1; then
 	echo "backend=kvm was accepted" >&2

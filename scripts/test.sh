@@ -2,7 +2,7 @@
 # The project's test command (the README's second command). It installs the
 # Debian packages the tests need, then runs vet, the Xen build, every Go
 # test (including the end-to-end tests that boot the QEMU test guest), and
-# the rules and chart checks.
+# the rules and chart checks, and a short run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +33,10 @@ echo "== go test -race"
 go test -race -short -count=1 -timeout 20m ./collector/ ./collector/rules/ ./exporter/... \
 	./introspect/hook/ ./introspect/bpm/ ./introspect/ptm/ ./introspect/driver/sim/ \
 	./introspect/driver/qemu/gdbstub/ ./introspect/driver/qemu/qmp/ ./introspect/driver/qemu/
+
+# Every fuzz target for a few seconds (about 2-3 minutes in all).
+echo "== fuzz smoke"
+bash scripts/fuzz-smoke.sh
 
 echo "== rules"
 bash scripts/check-rules.sh

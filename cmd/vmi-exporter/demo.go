@@ -26,7 +26,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer, newAt
 	fs := pflag.NewFlagSet("vmi-exporter demo", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", defaultDemoDir(), "work directory: guest image, sockets, spans and events files")
-	listen := fs.String("web.listen-address", "127.0.0.1"+config.DefaultListenAddress, "address to serve /metrics on")
+	listen := fs.String("web.listen-address", config.DefaultListenAddress, "address to serve /metrics on")
 	endpoint := fs.String("otlp.endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "OTLP receiver; empty writes spans to <dir>/spans.json")
 	protocol := fs.String("otlp.protocol", "grpc", "OTLP protocol: grpc or http")
 	insecure := fs.Bool("otlp.insecure", true, "OTLP without TLS")

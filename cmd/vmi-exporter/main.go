@@ -51,7 +51,9 @@ commands:
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := shutdownContext(sig, detached.done(), os.Exit, func(m string) { fmt.Fprintln(os.Stderr, "vmi-exporter:", m) })
 	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr, attachers)
 	stop()
 	if errors.Is(err, pflag.ErrHelp) {

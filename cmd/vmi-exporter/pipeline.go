@@ -15,6 +15,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/exporter/otlp"
 	"github.com/vmi-exporter/vmi-exporter/exporter/promexp"
 	"github.com/vmi-exporter/vmi-exporter/internal/config"
+	"github.com/vmi-exporter/vmi-exporter/internal/redact"
 )
 
 // pipeline is a configured collector with its exporters.
@@ -43,6 +44,10 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		Logger:         log,
 		VerifyInterval: cfg.Verify.Interval,
 		Once:           po.once,
+		// Bounded in bytes as well: a guest sets the size of its events.
+		QueueBytes: cfg.Queues.Bytes,
+		Limits:     cfg.Limits,
+		Detached:   detached.fire,
 	}
 	eng, err := newRules(cfg)
 	if err != nil {
@@ -62,11 +67,14 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 	if cfg.OTLP.Endpoint != "" || cfg.OTLP.File != "" {
 		// The SDK reports export failures through a process-wide handler
 		// (stderr by default); send them to our log instead.
-		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("span export", "err", err) }))
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("span export", "err", redact.Error(err, cfg.OTLP.Endpoint))
+		}))
 		exp, err := otlp.New(ctx, otlp.Options{
 			Endpoint: cfg.OTLP.Endpoint, Protocol: cfg.OTLP.Protocol, Insecure: cfg.OTLP.Insecure,
 			Headers: cfg.OTLP.Headers, File: cfg.OTLP.File, MaxOpenProcesses: cfg.OTLP.MaxOpenProcesses,
 			Version: buildVersion(), Logger: log,
+			MaxMessageBytes: cfg.OTLP.MaxMessageBytes, MaxAttributeLen: cfg.Limits.MaxStringLen,
 		})
 		if err != nil {
 			return nil, err
@@ -78,20 +86,22 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		}
 		p.spans = cfg.OTLP.File
 		if cfg.OTLP.Endpoint != "" {
-			p.spans = cfg.OTLP.Protocol + " " + cfg.OTLP.Endpoint
+			// Logged: no user:password@ or token from the URL.
+			p.spans = cfg.OTLP.Protocol + " " + redact.URL(cfg.OTLP.Endpoint)
 		}
 	}
 	if cfg.JSONL.Path != "" {
+		var w *jsonl.Writer
 		if cfg.JSONL.Path == "-" {
-			sinks = append(sinks, jsonl.New(po.stdout, nil, 0))
+			w = jsonl.New(po.stdout, nil, 0)
 		} else {
-			w, err := jsonl.Open(cfg.JSONL.Path, 0)
-			if err != nil {
+			if w, err = jsonl.Open(cfg.JSONL.Path, 0); err != nil {
 				closeAll()
 				return nil, err
 			}
-			sinks = append(sinks, w)
 		}
+		w.SetLogger(log)
+		sinks = append(sinks, w)
 	}
 	o.Sinks = sinks
 	c, err := collector.New(o)

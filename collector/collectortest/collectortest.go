@@ -76,6 +76,9 @@ type Attacher struct {
 	// Verify, when set, answers the collector's checks of the guest
 	// kernel during attempt n; nil answers driver.ErrUnsupported.
 	Verify func(attempt int) error
+	// Counters, when set, are what each session reports as a
+	// collector.CounterSource.
+	Counters map[string]uint64
 
 	mu       sync.Mutex
 	attempts int
@@ -120,6 +123,9 @@ type session struct {
 	once    sync.Once
 	paused  bool
 }
+
+// Counters implements collector.CounterSource.
+func (s *session) Counters() map[string]uint64 { return s.a.Counters }
 
 func (s *session) Guest() *collector.Guest { return s.guest }
 func (s *session) OS() collector.GuestOS   { return osLayer{s} }

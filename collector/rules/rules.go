@@ -140,6 +140,8 @@ type Engine struct {
 	kinds uint32
 	// procs tracks processes seen starting, when a rule needs it.
 	procs *procTable
+	// maxLen is Options.MaxMatchLen resolved.
+	maxLen int
 }
 
 var _ collector.Rule = (*Engine)(nil)
@@ -150,11 +152,19 @@ type Options struct {
 	// first_write_by_new_process rules use (default 4096); the least
 	// recently started are forgotten first.
 	MaxProcesses int
+	// MaxMatchLen bounds the cost of matching, which runs while the
+	// guest's vCPU waits: a path or process name longer than this many
+	// bytes is matched on its first MaxMatchLen bytes
+	// (collector.DefaultMaxStringLen if 0, the collector's own cap).
+	MaxMatchLen int
 }
 
 // New validates and compiles rules. All problems are reported at once.
 func New(cfgs []Config, o Options) (*Engine, error) {
-	e := &Engine{}
+	e := &Engine{maxLen: o.MaxMatchLen}
+	if e.maxLen <= 0 {
+		e.maxLen = collector.DefaultMaxStringLen
+	}
 	var errs []error
 	seen := map[string]bool{}
 	for i, c := range cfgs {
@@ -297,7 +307,8 @@ func (e *Engine) Match(ev *collector.Event) []string {
 			first = 1
 		}
 	}
-	head, tail := normalize(ev.Path, osName)
+	path, pname := collector.Truncate(ev.Path, e.maxLen), collector.Truncate(ev.Process.Name, e.maxLen)
+	head, tail := normalize(path, osName)
 	var hits []string
 	for _, r := range e.rules {
 		if r.kinds&(1<<ev.Kind) == 0 || (r.os != OSAny && r.os != osName) {
@@ -312,10 +323,10 @@ func (e *Engine) Match(ev *collector.Event) []string {
 		if anyMatch(r.exclPaths, head, tail) {
 			continue
 		}
-		if len(r.procs) > 0 && !anyMatch(r.procs, "", ev.Process.Name) {
+		if len(r.procs) > 0 && !anyMatch(r.procs, "", pname) {
 			continue
 		}
-		if anyMatch(r.exclProcs, "", ev.Process.Name) {
+		if anyMatch(r.exclProcs, "", pname) {
 			continue
 		}
 		if hits == nil {

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 )
@@ -422,4 +423,28 @@ func FuzzMatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A path far over the cap costs what the capped form costs, and is
+// matched on that form: a rule on its start still hits.
+func TestMatchCappedPath(t *testing.T) {
+	e, err := New(Defaults(), Options{MaxMatchLen: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := "/etc/" + strings.Repeat("a/", 512<<10) // 1 MB
+	ev := &collector.Event{Kind: collector.KindFileWrite, Guest: &collector.Guest{OS: OSLinux}, Path: huge,
+		Process: collector.Process{Name: strings.Repeat("x", 1<<20)}}
+	start := time.Now()
+	const n = 20
+	var hits []string
+	for range n {
+		hits = e.Match(ev)
+	}
+	if d := time.Since(start) / n; d > 5*time.Millisecond {
+		t.Errorf("a 1 MB path costs %v per match (capped form: well under 1ms)", d)
+	}
+	if !slices.Contains(hits, "linux-etc") {
+		t.Errorf("capped path not matched on its start: %v", hits)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,10 @@ const (
 	DefaultMaxOpen = 10000
 )
 
+// AttrTruncated lists the event fields cut to the collector's string cap
+// (collector.Event.Truncated).
+const AttrTruncated = attribute.Key("vmi.truncated")
+
 // Options configure the exporter.
 type Options struct {
 	// Endpoint is the OTLP receiver: host:port, or a URL for HTTP. Empty
@@ -61,11 +66,22 @@ type Options struct {
 	SpanExporter sdktrace.SpanExporter
 	// BatchOptions tune the batch span processor.
 	BatchOptions []sdktrace.BatchSpanProcessorOption
-	Logger       *slog.Logger
+	// MaxMessageBytes is the receiver's message limit: batches are split
+	// into requests below it (DefaultMaxMessageBytes if 0).
+	MaxMessageBytes int
+	// MaxAttributeLen caps every string attribute value in bytes, the
+	// last line of defence should a field escape the collector's cap
+	// (collector.DefaultMaxStringLen if 0).
+	MaxAttributeLen int
+	Logger          *slog.Logger
 }
 
 // Exporter is a collector.Sink that turns events into spans.
 type Exporter struct {
+	// mu is held by Export, so that a Close during an Export stuck in a
+	// stalled batch processor does not touch the open-span table with it.
+	mu      sync.Mutex
+	split   *splitter
 	tp      *sdktrace.TracerProvider
 	tracer  trace.Tracer
 	tracker *Tracker
@@ -115,6 +131,12 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 			return nil, err
 		}
 	}
+	e.split = newSplitter(exp, o.MaxMessageBytes, e.log, o.Endpoint)
+	limits := sdktrace.NewSpanLimits()
+	limits.AttributeValueLengthLimit = o.MaxAttributeLen
+	if limits.AttributeValueLengthLimit <= 0 {
+		limits.AttributeValueLengthLimit = collector.DefaultMaxStringLen
+	}
 	host, _ := os.Hostname()
 	res := resource.NewWithAttributes(semconv.SchemaURL,
 		semconv.ServiceName("vmi-exporter"),
@@ -126,10 +148,11 @@ func New(ctx context.Context, o Options) (*Exporter, error) {
 		sdktrace.WithResource(res),
 		sdktrace.WithIDGenerator(gen),
 		sdktrace.WithSampler(sdktrace.AlwaysSample()),
+		sdktrace.WithRawSpanLimits(limits),
 		// Blocking: a stalled endpoint backs up into the collector's
 		// bounded queue, where drops are counted (vmi_events_dropped_total
 		// {exporter="otlp"}), instead of vanishing inside the SDK.
-		sdktrace.WithBatcher(exp, append([]sdktrace.BatchSpanProcessorOption{sdktrace.WithBlocking()}, o.BatchOptions...)...),
+		sdktrace.WithBatcher(e.split, append([]sdktrace.BatchSpanProcessorOption{sdktrace.WithBlocking()}, o.BatchOptions...)...),
 	)
 	e.tracer = e.tp.Tracer("github.com/vmi-exporter/vmi-exporter/exporter/otlp")
 	e.tracker = &Tracker{ids: newLRU[procKey, trace.TraceID](o.MaxOpenProcesses, nil), gen: gen}
@@ -214,6 +237,8 @@ func (e *Exporter) Name() string { return "otlp" }
 
 // Export turns one event into spans. It is called from one goroutine.
 func (e *Exporter) Export(ev *collector.Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	role := ev.Kind.Info().Span
 	if role == collector.SpanNone {
 		return
@@ -289,6 +314,16 @@ func (e *Exporter) startProcess(ev *collector.Event, startSeen bool) *procSpan {
 			attrs = append(attrs, AttrRules.StringSlice(ev.Rules))
 		}
 	}
+	// The process span carries the process's fields only.
+	var cut []string
+	for _, f := range ev.Truncated {
+		if f == collector.FieldProcessName || f == collector.FieldProcessImage {
+			cut = append(cut, f)
+		}
+	}
+	if len(cut) > 0 {
+		attrs = append(attrs, AttrTruncated.StringSlice(cut))
+	}
 	ctx := withTraceID(context.Background(), ev.TraceID)
 	ctx, s := e.tracer.Start(ctx, ProcessSpan, trace.WithNewRoot(), trace.WithTimestamp(ev.Time), trace.WithAttributes(attrs...))
 	e.spans.Add(1)
@@ -311,6 +346,9 @@ func eventAttrs(ev *collector.Event) []attribute.KeyValue {
 	}
 	if len(ev.Rules) > 0 {
 		attrs = append(attrs, AttrRules.StringSlice(ev.Rules))
+	}
+	if len(ev.Truncated) > 0 {
+		attrs = append(attrs, AttrTruncated.StringSlice(ev.Truncated))
 	}
 	return attrs
 }
@@ -337,12 +375,19 @@ func kernelVersion(k string) string {
 func (e *Exporter) Close(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() {
-		now := time.Now()
-		e.open.each(func(_ procKey, p *procSpan) {
-			p.span.SetAttributes(AttrExitSeen.Bool(false))
-			p.span.End(trace.WithTimestamp(now))
-		})
-		e.open = newLRU[procKey, *procSpan](1, nil)
+		// An Export stuck behind a stalled endpoint holds mu: the open
+		// spans are then left out, the batch processor still flushed.
+		if e.mu.TryLock() {
+			now := time.Now()
+			e.open.each(func(_ procKey, p *procSpan) {
+				p.span.SetAttributes(AttrExitSeen.Bool(false))
+				p.span.End(trace.WithTimestamp(now))
+			})
+			e.open = newLRU[procKey, *procSpan](1, nil)
+			e.mu.Unlock()
+		} else {
+			e.log.Warn("otlp: an export is stalled; open process spans are not ended")
+		}
 		done <- e.tp.Shutdown(ctx)
 	}()
 	var err error
@@ -353,6 +398,11 @@ func (e *Exporter) Close(ctx context.Context) error {
 	}
 	if e.file != nil {
 		err = errors.Join(err, e.file.Close())
+	}
+	// Losses were counted as they happened; Close says so too, as it
+	// used to return nil with every span of a rejected batch lost.
+	if n, m := e.split.spansFailed.Load(), e.split.tooLarge.Load(); n+m > 0 {
+		err = errors.Join(err, fmt.Errorf("%d spans lost in failed exports, %d too large", n, m))
 	}
 	if err != nil {
 		return fmt.Errorf("otlp: %w", err)
@@ -371,8 +421,25 @@ func (e *Exporter) Collector() prometheus.Collector {
 			Name: "vmi_otlp_spans_started_total",
 			Help: "Spans started by the OTLP exporter.",
 		}, func() float64 { return float64(e.spans.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "vmi_otlp_export_failures_total",
+			Help: "OTLP export requests that failed (after the exporter's retries); their spans are lost.",
+		}, func() float64 { return float64(e.split.batchesFailed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "vmi_otlp_spans_failed_total",
+			Help: "Spans lost in failed OTLP export requests (also in vmi_events_dropped_total{exporter=\"otlp\",reason=\"export_rejected\"}).",
+		}, func() float64 { return float64(e.split.spansFailed.Load()) }),
 	}
 }
+
+// SetLossFunc implements collector.LossReporter: spans of failed exports
+// are counted through f, by the domain attribute of each span.
+func (e *Exporter) SetLossFunc(f collector.LossFunc) { e.split.loss.Store(&f) }
+
+var _ collector.LossReporter = (*Exporter)(nil)
+
+// SpansFailed is the number of spans lost in failed export requests.
+func (e *Exporter) SpansFailed() uint64 { return e.split.spansFailed.Load() }
 
 // Evicted is the number of process spans ended by eviction.
 func (e *Exporter) Evicted() uint64 { return e.evicted.Load() }

@@ -68,6 +68,9 @@ func goldenSequence(m *promexp.Metrics) {
 	m.ProbeError("g1", "probe_file_write", collector.ReasonDecode)
 	m.Notice("g1", "read_hidden")
 	m.Dropped("g1", "jsonl")
+	m.Lost("g1", "jsonl", collector.LossWriteError, 2)
+	m.Truncated("g1", collector.FieldPath)
+	m.SessionCounters("g1", func() map[string]uint64 { return map[string]uint64{"qemu_resteps": 3} })
 }
 
 // TestGoldenMetrics renders the metrics of goldenSequence and compares

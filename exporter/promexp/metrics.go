@@ -25,9 +25,10 @@ const maxLabelLen = 256
 // Options configure the metrics.
 type Options struct {
 	// ProcessLabelCap > 0 enables vmi_process_events_total, labelled by
-	// process name, with at most this many distinct names; later names
-	// are counted as process="other". Off (0) by default, because process
-	// names are chosen by the guest.
+	// process name, with at most this many distinct names per guest;
+	// later names of that guest are counted as process="other". Off (0)
+	// by default, because process names are chosen by the guest; the cap
+	// is per guest so that one guest cannot use up another's.
 	ProcessLabelCap int
 	// Version is reported by vmi_exporter_build_info.
 	Version string
@@ -40,6 +41,8 @@ type Metrics struct {
 	up, info, buildInfo                 *prometheus.GaugeVec
 	attempts                            *prometheus.CounterVec
 	hits, probeErrors, dropped, notices *prometheus.CounterVec
+	truncated                           *prometheus.CounterVec
+	sessions                            *sessionCounters
 	kinds                               []*prometheus.CounterVec // by collector.Kind
 	latency                             *prometheus.HistogramVec
 	suspicious                          *prometheus.CounterVec
@@ -49,7 +52,8 @@ type Metrics struct {
 	mu        sync.RWMutex
 	handles   map[handleKey]*handles
 	infoLabel map[string][3]string // domain → its info series
-	procNames map[string]struct{}
+	// procNames are the admitted process names, by domain.
+	procNames map[string]map[string]struct{}
 	exporters []string // names passed to Queue, for zero-valued drop series
 }
 
@@ -73,7 +77,7 @@ func New(o Options) *Metrics {
 		reg:       prometheus.NewRegistry(),
 		handles:   map[handleKey]*handles{},
 		infoLabel: map[string][3]string{},
-		procNames: map[string]struct{}{},
+		procNames: map[string]map[string]struct{}{},
 		procCap:   o.ProcessLabelCap,
 	}
 	f := factory{m.reg}
@@ -91,7 +95,8 @@ func New(o Options) *Metrics {
 		m.kinds[k] = f.counter(mt.Name, mt.Help, "domain")
 	}
 	m.probeErrors = f.counter("vmi_probe_errors_total", "Hits that produced no event, by reason (skip, decode, unreadable, handler, unknown_probe).", "domain", "probe", "reason")
-	m.dropped = f.counter("vmi_events_dropped_total", "Events dropped because an exporter queue was full.", "domain", "exporter")
+	m.dropped = f.counter("vmi_events_dropped_total", "Events an exporter did not deliver, by reason (queue_full, write_error, export_rejected, too_large, shutdown, panic).", "domain", "exporter", "reason")
+	m.truncated = f.counter("vmi_event_fields_truncated_total", "Guest-controlled event fields cut to the string cap, by field.", "domain", "field")
 	m.notices = f.counter("vmi_engine_notices_total", "Other things the hook engine did, by notice.", "domain", "notice")
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "vmi_event_handling_seconds", Help: "Time from the vCPU stop to the decoded event.", Buckets: LatencyBuckets,
@@ -101,6 +106,8 @@ func New(o Options) *Metrics {
 	if o.ProcessLabelCap > 0 {
 		m.procEvents = f.counter("vmi_process_events_total", "Events by process name (opt-in; names beyond the cap count as other).", "domain", "kind", "process")
 	}
+	m.sessions = newSessionCounters()
+	m.reg.MustRegister(m.sessions)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -175,7 +182,7 @@ func (m *Metrics) Event(ev *collector.Event) {
 		}
 	}
 	if m.procEvents != nil {
-		m.procEvents.WithLabelValues(domain, ev.Kind.String(), m.processLabel(ev.Process.Name)).Inc()
+		m.procEvents.WithLabelValues(domain, ev.Kind.String(), m.processLabel(domain, ev.Process.Name)).Inc()
 	}
 }
 
@@ -187,24 +194,30 @@ func add(c prometheus.Counter, ex prometheus.Labels) {
 	c.Inc()
 }
 
-// processLabel admits the first ProcessLabelCap distinct names.
-func (m *Metrics) processLabel(name string) string {
+// processLabel admits the first ProcessLabelCap distinct names of each
+// guest.
+func (m *Metrics) processLabel(domain, name string) string {
 	name = label(name)
 	m.mu.RLock()
-	_, ok := m.procNames[name]
+	_, ok := m.procNames[domain][name]
 	m.mu.RUnlock()
 	if ok {
 		return name
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.procNames[name]; ok {
+	names := m.procNames[domain]
+	if names == nil {
+		names = map[string]struct{}{}
+		m.procNames[domain] = names
+	}
+	if _, ok := names[name]; ok {
 		return name
 	}
-	if len(m.procNames) >= m.procCap || name == OtherProcess {
+	if len(names) >= m.procCap || name == OtherProcess {
 		return OtherProcess
 	}
-	m.procNames[name] = struct{}{}
+	names[name] = struct{}{}
 	return name
 }
 
@@ -263,7 +276,7 @@ func (m *Metrics) Up(domain string, g *collector.Guest, up bool) {
 		}
 		// Drops start at zero too, so that rate() and alerts see them.
 		for _, e := range m.exporters {
-			m.dropped.WithLabelValues(domain, e)
+			m.initDropped(domain, e)
 		}
 		m.infoLabel[domain] = [3]string{}
 	}
@@ -283,7 +296,30 @@ func (m *Metrics) Up(domain string, g *collector.Guest, up bool) {
 
 // Dropped counts an event a full exporter queue refused.
 func (m *Metrics) Dropped(domain, exporter string) {
-	m.dropped.WithLabelValues(domain, exporter).Inc()
+	m.Lost(domain, exporter, collector.LossQueueFull, 1)
+}
+
+var _ collector.LossMetrics = (*Metrics)(nil)
+
+// lossReasons are the reasons whose series start at zero.
+var lossReasons = []string{collector.LossQueueFull, collector.LossWriteError, collector.LossExportRejected,
+	collector.LossTooLarge, collector.LossShutdown, collector.LossPanic}
+
+func (m *Metrics) initDropped(domain, exporter string) {
+	for _, r := range lossReasons {
+		m.dropped.WithLabelValues(domain, exporter, r)
+	}
+}
+
+// Lost counts n events an exporter did not deliver, by reason. domain is
+// the configured guest name (or "" when a sink cannot tell).
+func (m *Metrics) Lost(domain, exporter, reason string, n int) {
+	m.dropped.WithLabelValues(domain, exporter, reason).Add(float64(n))
+}
+
+// Truncated counts an event field cut to the string cap.
+func (m *Metrics) Truncated(domain, field string) {
+	m.truncated.WithLabelValues(domain, field).Inc()
 }
 
 // Queue reports an exporter queue's length as vmi_exporter_queue_length.
@@ -291,7 +327,7 @@ func (m *Metrics) Queue(exporter string, length func() int) {
 	m.mu.Lock()
 	m.exporters = append(m.exporters, exporter)
 	for domain := range m.infoLabel {
-		m.dropped.WithLabelValues(domain, exporter)
+		m.initDropped(domain, exporter)
 	}
 	m.mu.Unlock()
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -280,3 +280,23 @@ func TestBasicAuthAndLandingPage(t *testing.T) {
 		t.Fatalf("landing page: %d %s", resp.StatusCode, b)
 	}
 }
+
+// A hostile guest that starts many names fills its own share of the cap,
+// not another guest's: the other guest's sshd keeps its label (before:
+// first come, first served, and it became process="other").
+func TestProcessLabelCapPerGuest(t *testing.T) {
+	m := promexp.New(promexp.Options{ProcessLabelCap: 2})
+	hostile, victim := &collector.Guest{Domain: "hostile"}, &collector.Guest{Domain: "victim"}
+	for i := range 100 {
+		m.Event(&collector.Event{Kind: collector.KindProcessStart, Guest: hostile, Probe: "p",
+			Process: collector.Process{Name: fmt.Sprintf("x%d", i)}})
+	}
+	m.Event(&collector.Event{Kind: collector.KindProcessStart, Guest: victim, Probe: "p", Process: collector.Process{Name: "sshd"}})
+	text := scrapeRegistry(t, m)
+	if want := `vmi_process_events_total{domain="victim",kind="process.start",process="sshd"} 1`; !strings.Contains(text, want+"\n") {
+		t.Errorf("lacks %s in\n%s", want, grep(text, "vmi_process_events_total"))
+	}
+	if n := strings.Count(text, `vmi_process_events_total{domain="hostile"`); n != 3 {
+		t.Errorf("hostile guest has %d series, want 2 names and other", n)
+	}
+}

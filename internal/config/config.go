@@ -28,11 +28,16 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	"github.com/vmi-exporter/vmi-exporter/collector/attach"
 	"github.com/vmi-exporter/vmi-exporter/collector/rules"
+	"github.com/vmi-exporter/vmi-exporter/internal/redact"
 )
 
-// DefaultListenAddress is where /metrics is served by default. 9860 is not
-// taken in the Prometheus default port allocations list as far as we know.
-const DefaultListenAddress = ":9860"
+// DefaultListenAddress is where /metrics is served by default: loopback
+// only, as the metrics (plain HTTP, no auth unless web.config_file says
+// otherwise) name guests, kernels and processes. Serving other hosts is a
+// choice made in the configuration (the Helm chart sets the pod address).
+// 9860 is not taken in the Prometheus default port allocations list as
+// far as we know.
+const DefaultListenAddress = "127.0.0.1:9860"
 
 // EnvPrefix starts every environment variable the configuration reads.
 const EnvPrefix = "VMI_EXPORTER_"
@@ -46,6 +51,7 @@ type Config struct {
 	JSONL   JSONL                   `koanf:"jsonl"`
 	Metrics Metrics                 `koanf:"metrics"`
 	Queues  Queues                  `koanf:"queues"`
+	Limits  collector.Limits        `koanf:"limits"`
 	Backoff collector.Backoff       `koanf:"backoff"`
 	Verify  Verify                  `koanf:"verify"`
 	Log     Log                     `koanf:"log"`
@@ -79,6 +85,9 @@ type OTLP struct {
 	Headers          map[string]string `koanf:"headers"`
 	File             string            `koanf:"file"`
 	MaxOpenProcesses int               `koanf:"max_open_processes"`
+	// MaxMessageBytes is the receiver's message limit; batches are split
+	// to fit it.
+	MaxMessageBytes int `koanf:"max_message_bytes"`
 }
 
 // JSONL configures the JSON-lines event log.
@@ -97,6 +106,8 @@ type Metrics struct {
 // Queues configures the exporter queues.
 type Queues struct {
 	Size int `koanf:"size"`
+	// Bytes bounds each queue by the estimated memory of its events.
+	Bytes int64 `koanf:"bytes"`
 }
 
 // Log configures logging.
@@ -116,9 +127,12 @@ func Defaults() map[string]any {
 		"otlp.insecure":             false,
 		"otlp.file":                 "",
 		"otlp.max_open_processes":   10000,
+		"otlp.max_message_bytes":    4 << 20,
 		"jsonl.path":                "",
 		"metrics.process_label_cap": 0,
 		"queues.size":               collector.DefaultQueueSize,
+		"queues.bytes":              collector.DefaultQueueBytes,
+		"limits.max_string_len":     collector.DefaultMaxStringLen,
 		"backoff.initial":           "1s",
 		"backoff.max":               "1m",
 		"backoff.jitter":            0.2,
@@ -138,10 +152,13 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("otlp.endpoint", "", "OTLP receiver (host:port or URL); empty writes spans to --otlp.file")
 	fs.String("otlp.protocol", "grpc", "OTLP protocol: grpc or http")
 	fs.Bool("otlp.insecure", false, "OTLP without TLS")
+	fs.Int("otlp.max-message-bytes", 4<<20, "OTLP receiver's message limit: span batches are split to fit it")
 	fs.String("otlp.file", "", "file for spans (JSON lines) when no OTLP endpoint is set")
 	fs.String("jsonl.path", "", `JSON-lines event log: a file, or "-" for stdout`)
 	fs.Int("metrics.process-label-cap", 0, "enable vmi_process_events_total with at most this many process names")
 	fs.Int("queues.size", collector.DefaultQueueSize, "events each exporter queue holds before dropping")
+	fs.Int64("queues.bytes", collector.DefaultQueueBytes, "estimated bytes of events each exporter queue holds before dropping")
+	fs.Int("limits.max-string-len", collector.DefaultMaxStringLen, "bytes kept of each guest-controlled event string (path, process name); longer ones are truncated and counted")
 	fs.Duration("backoff.initial", time.Second, "first delay before re-attaching a guest")
 	fs.Duration("backoff.max", time.Minute, "longest delay before re-attaching a guest")
 	fs.Duration("verify.interval", collector.DefaultVerifyInterval, "how often to check that a watched guest was not rebooted (0: never)")
@@ -258,7 +275,7 @@ func (c *Config) Validate() error {
 		if strings.Contains(e, "://") {
 			u, err := url.Parse(e)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad("otlp.endpoint: %q is not an http(s) URL", e)
+				bad("otlp.endpoint: %q is not an http(s) URL", redact.URL(e))
 			}
 		} else if err := checkHostPort(e); err != nil {
 			bad("otlp.endpoint: %w", err)
@@ -267,11 +284,21 @@ func (c *Config) Validate() error {
 	if c.OTLP.MaxOpenProcesses < 1 {
 		bad("otlp.max_open_processes: must be at least 1, got %d", c.OTLP.MaxOpenProcesses)
 	}
+	if n := c.OTLP.MaxMessageBytes; n != 0 && n < 64<<10 {
+		bad("otlp.max_message_bytes: %d is under %d", n, 64<<10)
+	}
 	if n := c.Metrics.ProcessLabelCap; n < 0 || n > 10000 {
 		bad("metrics.process_label_cap: %d is outside 0..10000", n)
 	}
 	if n := c.Queues.Size; n < 1 || n > 1<<20 {
 		bad("queues.size: %d is outside 1..%d", n, 1<<20)
+	}
+	// 0 is the default for the limits below (configurations built in code).
+	if n := c.Queues.Bytes; n != 0 && (n < 64<<10 || n > 1<<34) {
+		bad("queues.bytes: %d is outside %d..%d", n, 64<<10, int64(1)<<34)
+	}
+	if n := c.Limits.MaxStringLen; n != 0 && (n < 64 || n > 1<<20) {
+		bad("limits.max_string_len: %d is outside 64..%d", n, 1<<20)
 	}
 	if c.Verify.Interval < 0 {
 		bad("verify.interval: must not be negative, got %s", c.Verify.Interval)

@@ -50,7 +50,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Web.ListenAddress != ":9860" || c.Queues.Size != collector.DefaultQueueSize || c.OTLP.Protocol != "grpc" ||
+	if c.Web.ListenAddress != "127.0.0.1:9860" || c.Queues.Size != collector.DefaultQueueSize || c.OTLP.Protocol != "grpc" ||
 		c.Backoff.Initial != time.Second || c.Backoff.Max != time.Minute || c.Metrics.ProcessLabelCap != 0 ||
 		c.Verify.Interval != collector.DefaultVerifyInterval {
 		t.Errorf("defaults %+v", c)
@@ -156,8 +156,8 @@ guests:
 			"guests[3]: qemu.ram_path: stat /nonexistent/ram",
 		}},
 		{"qemu without gdb", "guests: [{name: a}]", nil, []string{"guests[0] (a): qemu.gdb_socket is required"}},
-		{"bad numbers", guests, []string{"--queues.size", "0", "--backoff.initial", "5s", "--backoff.max", "1s", "--metrics.process-label-cap", "-1", "--verify.interval", "-1s"},
-			[]string{"queues.size: 0", "backoff.max: 1s is shorter", "metrics.process_label_cap: -1", "verify.interval: must not be negative"}},
+		{"bad numbers", guests, []string{"--queues.size", "0", "--backoff.initial", "5s", "--backoff.max", "1s", "--metrics.process-label-cap", "-1", "--verify.interval", "-1s", "--queues.bytes", "10", "--limits.max-string-len", "10"},
+			[]string{"queues.size: 0", "backoff.max: 1s is shorter", "metrics.process_label_cap: -1", "verify.interval: must not be negative", "queues.bytes: 10", "limits.max_string_len: 10"}},
 		{"unnamed rule", guests + "rules: [{paths: [/tmp]}]", nil, []string{"rules[0]: no name"}},
 		{"bad rule", guests + "rules: [{name: x, os: bsd, paths: [/tmp]}]", nil, []string{`os "bsd" is not linux, windows or any`}},
 		{"unknown rule key", guests + "rules: [{name: x, path: /tmp}]", nil, []string{"field path not found"}},
@@ -199,5 +199,31 @@ func TestExampleConfig(t *testing.T) {
 	if len(c.Guests) != 2 || c.Guests[1].Xen.Domain != "db-1" || c.Guests[0].QEMU.GDBSocket != "/run/vmi/web-1.gdb" ||
 		c.Backoff.Jitter != 0.2 || c.OTLP.File == "" || c.Verify.Interval != 5*time.Second {
 		t.Errorf("example config %+v", c)
+	}
+}
+
+// The chart takes OTLP headers from a Secret through the environment: a
+// header set there joins those of the file.
+func TestHeadersFromEnvironment(t *testing.T) {
+	file := writeFile(t, guests+`
+otlp:
+  endpoint: otel:4317
+  headers:
+    x-tenant: a
+`)
+	c, err := load(t, []string{"--config", file}, []string{"VMI_EXPORTER_OTLP__HEADERS__AUTHORIZATION=Bearer s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OTLP.Headers["authorization"] != "Bearer s3cret" || c.OTLP.Headers["x-tenant"] != "a" {
+		t.Errorf("headers %v", c.OTLP.Headers)
+	}
+}
+
+// A bad endpoint is named in the error without its password.
+func TestEndpointErrorRedacted(t *testing.T) {
+	c := &config.Config{OTLP: config.OTLP{Endpoint: "ftp://alice:s3cret@otel.example", Protocol: "http"}}
+	if err := c.Validate(); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("validation error shows the password: %v", err)
 	}
 }

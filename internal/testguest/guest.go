@@ -21,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/procerr"
 )
 
 // Options configure Boot. The zero value boots with defaults.
@@ -694,13 +696,15 @@ func (g *Guest) cleanup() {
 	}
 }
 
+// exitError says how QEMU ended: exit status or signal, and the last lines
+// of its stderr (an exit 0 with nothing on stderr says that too).
 func (g *Guest) exitError() error {
 	<-g.exited
-	msg := strings.TrimSpace(g.stderr.String())
-	if g.waitErr != nil {
-		return fmt.Errorf("testguest: qemu exited: %w: %s", g.waitErr, msg)
+	var ps *os.ProcessState
+	if g.cmd != nil { // nil for the fake guests of the tests
+		ps = g.cmd.ProcessState
 	}
-	return fmt.Errorf("testguest: qemu exited: %s", msg)
+	return fmt.Errorf("testguest: %w", procerr.Error("qemu", ps, g.waitErr, g.stderr.String()))
 }
 
 // tailBuffer keeps the last 8 KiB written to it.

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/procerr"
 )
 
 // writevSource is the guest's vectored writer (guestbin/vmi-writev), built
@@ -90,7 +92,7 @@ func buildWritev(ctx context.Context, dir string, log *slog.Logger) ([]byte, err
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("testguest: build vmi-writev: go %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return nil, fmt.Errorf("testguest: build vmi-writev: %w", procerr.Error("go "+strings.Join(args, " "), cmd.ProcessState, err, stderr.String()))
 	}
 	b, err := os.ReadFile(filepath.Join(out, "vmi-writev"))
 	if err != nil {

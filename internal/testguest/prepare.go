@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/procerr"
 )
 
 // DefaultKernelMetapackage is the Debian metapackage whose dependency names
@@ -356,7 +358,7 @@ func extractOnce(ctx context.Context, deb, dst, prefix string, log *slog.Logger)
 		return fmt.Errorf("testguest: extract %s: %w", deb, terr)
 	}
 	if werr != nil {
-		return fmt.Errorf("testguest: dpkg-deb --fsys-tarfile %s: %w: %s", deb, werr, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("testguest: %w", procerr.Error("dpkg-deb --fsys-tarfile "+deb, cmd.ProcessState, werr, stderr.String()))
 	}
 	if n == 0 {
 		return fmt.Errorf("testguest: %s has no entries under %s", deb, prefix)
@@ -446,11 +448,7 @@ func run(ctx context.Context, name, dir string, args ...string) ([]byte, error) 
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if len(msg) > 2000 {
-			msg = msg[len(msg)-2000:]
-		}
-		return stdout.Bytes(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, msg)
+		return stdout.Bytes(), procerr.Error(name+" "+strings.Join(args, " "), cmd.ProcessState, err, stderr.String())
 	}
 	return stdout.Bytes(), nil
 }

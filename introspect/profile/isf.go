@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/ulikunitz/xz"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/xzcap"
 )
 
 // ISF limits. An ISF file is input we did not produce (a cache on disk, a
@@ -102,7 +104,20 @@ func ReadISF(r io.Reader) (*ISF, error) {
 	head, _ := br.Peek(len(xzMagic))
 	var src io.Reader = br
 	if bytes.Equal(head, xzMagic) {
-		xr, err := xz.NewReader(br)
+		// The decoder allocates whatever dictionary a block asks for (a
+		// 60-byte forgery: 1.5 GiB), and the sizes are only known from
+		// the index at the end: read the compressed file, check, decode.
+		comp, err := io.ReadAll(io.LimitReader(br, MaxISFBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("xz: %w", err)
+		}
+		if len(comp) > MaxISFBytes {
+			return nil, fmt.Errorf("compressed document exceeds %d bytes: %w", MaxISFBytes, ErrISF)
+		}
+		if err := xzcap.Check(comp, xzcap.MaxDict); err != nil {
+			return nil, fmt.Errorf("xz: %w: %w", err, ErrISF)
+		}
+		xr, err := xz.NewReader(bytes.NewReader(comp))
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}

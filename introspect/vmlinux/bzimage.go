@@ -17,6 +17,8 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
 	"github.com/ulikunitz/xz/lzma"
+
+	"github.com/vmi-exporter/vmi-exporter/internal/xzcap"
 )
 
 // ErrFormat is wrapped by errors about malformed or unsupported images.
@@ -26,6 +28,10 @@ var ErrFormat = errors.New("malformed kernel image")
 // cannot make the reader allocate without limit. Distribution kernels
 // decompress to 50-100 MiB.
 const MaxVmlinuxSize = 1 << 30
+
+// MaxZstdWindow bounds the window a zstd payload may ask for: the largest
+// a kernel build uses (level 22, window log 27).
+const MaxZstdWindow = 128 << 20
 
 // Offsets of x86 boot protocol setup header fields from the start of the
 // image (Documentation/arch/x86/boot.rst).
@@ -203,13 +209,25 @@ func Decompress(p []byte) ([]byte, Compression, error) {
 	case CompressionBzip2:
 		r = bzip2.NewReader(bytes.NewReader(p))
 	case CompressionXZ:
+		// The decoder allocates the dictionary a block header asks for
+		// (4 GiB from a 60-byte forgery): check them all first.
+		// The kernel build appends the 4-byte size after the stream.
+		err := xzcap.Check(p, xzcap.MaxDict)
+		if errors.Is(err, xzcap.ErrFormat) && len(p) > 4 {
+			err = xzcap.Check(p[:len(p)-4], xzcap.MaxDict)
+		}
+		if err != nil {
+			return nil, c, fmt.Errorf("xz payload: %w: %w", err, ErrFormat)
+		}
 		z, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(p))
 		if err != nil {
 			return nil, c, fmt.Errorf("xz payload: %w", err)
 		}
 		r = z
 	case CompressionLZMA:
-		z, err := lzma.NewReader(bytes.NewReader(p))
+		// DictCap is a limit for .lzma: a 24-byte header asking for
+		// 1.5 GiB is refused (lzma -9, the kernel's, uses 64 MiB).
+		z, err := lzma.ReaderConfig{DictCap: xzcap.MaxDict}.NewReader(bytes.NewReader(p))
 		if err != nil {
 			return nil, c, fmt.Errorf("lzma payload: %w", err)
 		}
@@ -228,7 +246,9 @@ func Decompress(p []byte) ([]byte, Compression, error) {
 		r = lz4.NewReader(bytes.NewReader(p)) // the modern frame format
 	case CompressionZstd:
 		z, err := zstd.NewReader(bytes.NewReader(p),
-			zstd.WithDecoderMaxMemory(MaxVmlinuxSize), zstd.WithDecoderConcurrency(1))
+			zstd.WithDecoderMaxMemory(MaxVmlinuxSize), zstd.WithDecoderConcurrency(1),
+			// zstd -22 --ultra (the kernel's) has a 128 MiB window.
+			zstd.WithDecoderMaxWindow(MaxZstdWindow))
 		if err != nil {
 			return nil, c, fmt.Errorf("zstd payload: %w", err)
 		}

@@ -352,8 +352,8 @@ func TestEndToEnd(t *testing.T) {
 			if counts[collector.KindPageOut] < 2 || counts[collector.KindPageIn] < 2 {
 				t.Errorf("page-out/in events %v", counts)
 			}
-			if a.gos.ParentMismatches() != 1 {
-				t.Errorf("parent mismatches %d, want 1", a.gos.ParentMismatches())
+			if a.gos.ParentMismatches() != 1 || a.gos.Counters()["windows_parent_mismatches"] != 1 {
+				t.Errorf("parent mismatches %d (exported %v), want 1", a.gos.ParentMismatches(), a.gos.Counters())
 			}
 			for _, o := range g.M.Observations() {
 				if o.Kind == sim.ObsException && !o.GuestCaused && !o.Injected {

@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
+	"github.com/vmi-exporter/vmi-exporter/internal/ratelog"
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver"
@@ -57,6 +58,7 @@ type Guest struct {
 	log    *slog.Logger
 
 	parentMismatch atomic.Uint64
+	warn           *ratelog.Logger // guest-triggered warnings
 }
 
 var _ collector.GuestOS = (*Guest)(nil)
@@ -72,7 +74,7 @@ func New(o *oswin.OS, k oswin.Kernel, root introspect.Pa, log *slog.Logger) (*Gu
 	if err != nil {
 		return nil, fmt.Errorf("kernel translation root: %w", err)
 	}
-	return &Guest{os: o, kernel: k, root: kr, log: log}, nil
+	return &Guest{os: o, kernel: k, root: kr, log: log, warn: ratelog.New(log, 0)}, nil
 }
 
 // ProfileSource finds the profile of a kernel from its CodeView record:
@@ -124,6 +126,12 @@ func (g *Guest) OSLayer() *oswin.OS { return g.os }
 // ParentMismatches counts PspInsertProcess hits whose Parent argument's pid
 // differed from the new process's InheritedFromUniqueProcessId.
 func (g *Guest) ParentMismatches() uint64 { return g.parentMismatch.Load() }
+
+// Counters implements collector.CounterSource: the parent mismatches are
+// exported as vmi_session_events_total{counter="windows_parent_mismatches"}.
+func (g *Guest) Counters() map[string]uint64 {
+	return map[string]uint64{"windows_parent_mismatches": g.parentMismatch.Load()}
+}
 
 // Probes returns the probes of the enabled kinds among file.create,
 // file.write, process.start and process.exit; other kinds come from the
@@ -268,7 +276,8 @@ func (g *Guest) decodeStart(h *hook.Hit, ev *collector.Event) error {
 	}
 	if ppid != ev.Process.PPID {
 		n := g.parentMismatch.Add(1)
-		g.log.Warn("PspInsertProcess Parent argument differs from InheritedFromUniqueProcessId",
+		// The guest can trigger this on every process start: rate-limited.
+		g.warn.Warn("PspInsertProcess Parent argument differs from InheritedFromUniqueProcessId",
 			"pid", ev.Process.PID, "parent_arg_pid", ppid, "inherited_from", ev.Process.PPID, "count", n)
 	}
 	return nil

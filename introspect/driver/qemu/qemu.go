@@ -176,11 +176,9 @@ func (d *Driver) SharedRAM() bool { return d.ram != nil }
 // through the gdbstub (guest stopped) when there is none.
 func (d *Driver) ReadPhysical(pa introspect.Pa, p []byte) error {
 	if d.ram != nil {
-		b, err := d.ram.slice(pa, len(p))
-		if err != nil {
+		if err := d.ram.read(pa, p); err != nil {
 			return fmt.Errorf("qemu: read physical: %w", err)
 		}
-		copy(p, b)
 		return nil
 	}
 	return d.ReadPhysicalGDB(pa, p)
@@ -203,11 +201,9 @@ func (d *Driver) ReadPhysicalGDB(pa introspect.Pa, p []byte) error {
 // stopped), or to the shared RAM file when Config.WriteRAM is set.
 func (d *Driver) WritePhysical(pa introspect.Pa, p []byte) error {
 	if d.ram != nil && d.cfg.WriteRAM {
-		b, err := d.ram.slice(pa, len(p))
-		if err != nil {
+		if err := d.ram.write(pa, p); err != nil {
 			return fmt.Errorf("qemu: write physical: %w", err)
 		}
-		copy(b, p)
 		return nil
 	}
 	if err := d.gdb.WritePhysical(uint64(pa), p); err != nil {

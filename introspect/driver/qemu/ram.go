@@ -1,8 +1,10 @@
 package qemu
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
@@ -85,6 +87,47 @@ func (r *ram) slice(pa introspect.Pa, n int) ([]byte, error) {
 		return nil, fmt.Errorf("%v: %w", pa, driver.ErrOutOfRange)
 	}
 	return r.mem[off : off+uint64(n)], nil
+}
+
+// ErrRAMFault is returned when the mapped RAM file could not be read or
+// written: the file was truncated (SIGBUS), or its pages are gone. The
+// session should end; the guest itself may be fine.
+var ErrRAMFault = errors.New("fault accessing the guest RAM file")
+
+// read copies guest physical [pa, pa+len(p)) into p. A fault on the
+// mapping (a truncated RAM file gives SIGBUS, which would kill the
+// process) is returned as ErrRAMFault.
+func (r *ram) read(pa introspect.Pa, p []byte) error {
+	b, err := r.slice(pa, len(p))
+	if err != nil {
+		return err
+	}
+	return copyFaultSafe(p, b, pa)
+}
+
+// write copies p to guest physical pa, as read does.
+func (r *ram) write(pa introspect.Pa, p []byte) error {
+	b, err := r.slice(pa, len(p))
+	if err != nil {
+		return err
+	}
+	return copyFaultSafe(b, p, pa)
+}
+
+func copyFaultSafe(dst, src []byte, pa introspect.Pa) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			var addr interface{ Addr() uintptr }
+			if e, ok := r.(error); ok && errors.As(e, &addr) {
+				err = fmt.Errorf("%v+%d: %w (%v)", pa, len(dst), ErrRAMFault, e)
+				return
+			}
+			panic(r)
+		}
+	}()
+	copy(dst, src)
+	return nil
 }
 
 func (r *ram) unmap() error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 
 	"github.com/vmi-exporter/vmi-exporter/introspect"
@@ -56,5 +57,34 @@ func TestMapRAM(t *testing.T) {
 	}
 	if _, err := mapRAM(path, 8192, 16384, false); err == nil {
 		t.Error("accepted low memory above the size")
+	}
+}
+
+// A RAM file truncated under the mapping (QEMU restarted, a file on a
+// full tmpfs) makes reads fault with SIGBUS: an error, not a crash.
+func TestTruncatedRAMFileIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ram")
+	if err := os.WriteFile(path, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := mapRAM(path, 0, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.unmap()
+	p := make([]byte, 16)
+	if err := r.read(0x8000, p); err != nil {
+		t.Fatalf("read before truncation: %v", err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	err = r.read(0x8000, p)
+	if !errors.Is(err, ErrRAMFault) {
+		t.Fatalf("read after truncation: %v, want ErrRAMFault", err)
+	}
+	// The goroutine's fault setting is restored.
+	if debug.SetPanicOnFault(false) {
+		t.Error("SetPanicOnFault left on")
 	}
 }
