@@ -166,7 +166,7 @@ func (m *Metrics) Event(ev *collector.Event) {
 			h.latency.Observe(ev.Latency.Seconds())
 		}
 	}
-	if h.kind != nil {
+	if h.kind != nil && ev.Kind.Counted(ev) {
 		add(h.kind, ex)
 	}
 	if ev.Kind == collector.KindFileWrite {

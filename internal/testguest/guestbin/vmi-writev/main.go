@@ -14,7 +14,16 @@
 //	open(path, O_WRONLY|O_CREAT|O_APPEND) + writev("round R writev second", "\n")
 //
 // then reports the file on standard output as one manifest line (one
-// write(2)) and exits with status 0.
+// write(2)). It then copies that file by the three other paths by which
+// data reaches a file, one call each, into new files, renames the last one
+// and reports each (see CopyFile, RenamedFile):
+//
+//	sendfile(2)        path.s <- path         "VMI copy ... syscall=sendfile"
+//	splice(2)          path.p <- a pipe        "VMI copy ... syscall=splice"
+//	copy_file_range(2) path.c <- path         "VMI copy ... syscall=copy_file_range"
+//	rename(2)          path.c -> path.moved   "VMI rename ..."
+//
+// and exits with status 0.
 //
 // Being a Go program it runs several threads, and it ends them all at once
 // with exit_group(2): the workload's one multi-threaded exit, which the
@@ -47,10 +56,91 @@ func main() {
 	n += writeFile(path, syscall.O_APPEND, second)
 	line := "VMI file path=" + path + " pid=" + strconv.Itoa(os.Getpid()) +
 		" opens=2 writes=2 bytes=" + strconv.Itoa(n) + " round=" + round + "\n"
+	report(line)
+	copies(round, path, n)
+	os.Exit(0)
+}
+
+// report writes one manifest line with one write(2).
+func report(line string) {
 	if _, err := syscall.Write(1, []byte(line)); err != nil {
 		fail("report", err)
 	}
-	os.Exit(0)
+}
+
+// sysCopyFileRange is copy_file_range(2) on linux/amd64 (the syscall
+// package predates it).
+const sysCopyFileRange = 326
+
+// copies copies src (n bytes) by sendfile, splice and copy_file_range,
+// one call each, and renames the copy_file_range one.
+func copies(round, src string, n int) {
+	pid := strconv.Itoa(os.Getpid())
+	in, err := syscall.Open(src, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		fail("open "+src, err)
+	}
+	copied := func(dst, family string, r uintptr, errno error) {
+		if errno != nil {
+			fail(family+" "+dst, errno)
+		}
+		if int(r) != n {
+			fail(family+" "+dst+": copied "+strconv.Itoa(int(r))+" bytes", nil)
+		}
+		report("VMI copy path=" + dst + " pid=" + pid + " syscall=" + family + " calls=1 bytes=" + strconv.Itoa(n) + " round=" + round + "\n")
+	}
+
+	dst := src + ".s"
+	out := create(dst)
+	off := int64(0)
+	w, err := syscall.Sendfile(out, in, &off, n)
+	copied(dst, "sendfile", uintptr(w), err)
+	syscall.Close(out)
+
+	dst = src + ".p"
+	out = create(dst)
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		fail("pipe", err)
+	}
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = 'p'
+	}
+	if _, err := syscall.Write(p[1], data); err != nil {
+		fail("write pipe", err)
+	}
+	w64, err := syscall.Splice(p[0], nil, out, nil, n, 0)
+	copied(dst, "splice", uintptr(w64), err)
+	syscall.Close(p[0])
+	syscall.Close(p[1])
+	syscall.Close(out)
+
+	dst = src + ".c"
+	out = create(dst)
+	r, _, errno := syscall.Syscall6(sysCopyFileRange, uintptr(in), 0, uintptr(out), 0, uintptr(n), 0)
+	var e error
+	if errno != 0 {
+		e = errno
+	}
+	copied(dst, "copy_file_range", r, e)
+	syscall.Close(out)
+	syscall.Close(in)
+
+	moved := src + ".moved"
+	if err := syscall.Rename(dst, moved); err != nil {
+		fail("rename "+dst, err)
+	}
+	report("VMI rename old=" + dst + " new=" + moved + " pid=" + pid + " round=" + round + "\n")
+}
+
+// create makes a new file for writing.
+func create(path string) int {
+	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		fail("create "+path, err)
+	}
+	return fd
 }
 
 // writeFile opens path for writing with O_CREAT and the given flag and
