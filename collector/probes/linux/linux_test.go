@@ -419,3 +419,13 @@ func TestDecodeCreated(t *testing.T) {
 		}
 	}
 }
+
+// TestSumIovecs: lengths add up, saturating, and a partial iovec is ignored.
+func TestSumIovecs(t *testing.T) {
+	if n := probes.SumIovecs(iovecs(1, 5, 2, 7, 3)); n != 12 {
+		t.Errorf("sum %d, want 12", n)
+	}
+	if n := probes.SumIovecs(iovecs(0, 1<<63, 0, 1<<63)); n != 1<<64-1 {
+		t.Errorf("overflowing sum %d, want saturation", n)
+	}
+}
