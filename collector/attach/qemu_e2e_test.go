@@ -371,7 +371,7 @@ func checkWorkload(t *testing.T, man *testguest.Manifest, events []collector.Eve
 	if t.Failed() {
 		var b strings.Builder
 		for _, ev := range events {
-			fmt.Fprintf(&b, "%s %s vcpu=%d pid=%d ppid=%d name=%s path=%s\n", ev.Time.Format("15:04:05.000000"), ev.Kind, ev.VCPU, ev.Process.PID, ev.Process.PPID, ev.Process.Name, ev.Path)
+			fmt.Fprintf(&b, "%s %s probe=%s vcpu=%d pid=%d ppid=%d name=%s path=%s syscall=%s bytes=%d\n", ev.Time.Format("15:04:05.000000"), ev.Kind, ev.Probe, ev.VCPU, ev.Process.PID, ev.Process.PPID, ev.Process.Name, ev.Path, ev.Syscall, ev.Bytes)
 		}
 		t.Logf("events:\n%s", b.String())
 	}

@@ -337,6 +337,13 @@ func TestEndToEnd(t *testing.T) {
 					t.Errorf("guest %+v", ev.Guest)
 				}
 				got[ev.VCPU] = append(got[ev.VCPU], want{ev.Kind, ev.Probe, ev.Process, ev.Path})
+				// The model's EPROCESS.ExitStatus is 0; the win7
+				// fragment profile lacks the field: no code.
+				if ev.Kind == collector.KindProcessExit {
+					if hasField := name != "win7"; (ev.ExitCode != nil) != hasField || (hasField && *ev.ExitCode != 0) {
+						t.Errorf("exit of pid %d: exit code %v, want 0 from the profile's ExitStatus (%v)", ev.Process.PID, ev.ExitCode, hasField)
+					}
+				}
 			}
 			for v := range got {
 				if !slices.Equal(got[v], wants[v]) {

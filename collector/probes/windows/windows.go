@@ -20,7 +20,13 @@
 //     InheritedFromUniqueProcessId; a mismatch is counted and logged (the
 //     event keeps the EPROCESS field), not fatal.
 //   - process.exit: MmCleanProcessAddressSpace(Process): pid, parent pid,
-//     image name and image base of the exiting process.
+//     image name and image base of the exiting process, and its exit code
+//     (EPROCESS.ExitStatus: the ExitProcess value or the NTSTATUS that
+//     ended it; none while it still reads STATUS_PENDING).
+//
+// Not yet: file.rename and file.delete (NtSetInformationFile's
+// FileRenameInformation(Ex) and FileDispositionInformation(Ex) classes)
+// and process.exec, which Linux has.
 package windows
 
 import (
@@ -285,6 +291,19 @@ func (g *Guest) decodeExit(h *hook.Hit, ev *collector.Event) error {
 		return fmt.Errorf("exiting process: %w", err)
 	}
 	ev.Process.PEB = 0 // the address space is being torn down
+	// PspExitThread stores the status in the EPROCESS before the last
+	// thread tears the address space down; a process still "pending" has
+	// none to report.
+	// A profile without the field gives no exit code, not an error.
+	st, err := g.os.ExitStatus(oswin.Root(regs), proc)
+	switch {
+	case errors.Is(err, profile.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("exiting process: %w", err)
+	case st != oswin.StatusPending:
+		c := int32(st)
+		ev.ExitCode = &c
+	}
 	return nil
 }
 
