@@ -259,16 +259,7 @@ func TestDecodeExitFallback(t *testing.T) {
 func TestDecodePageFault(t *testing.T) {
 	w := newGuest(t)
 	missing := introspect.Va(0x7fff0000)
-	prof := linuxtest.Profile()
-	prof.Symbols[probes.FuncFileWritev] = linuxtest.LinkBase + 0x1234
-	o, err := oslinux.New(w.g, prof, oslinux.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := probes.New(o).Probes([]collector.Kind{collector.KindFileWrite})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ps := writevProbes(t, w)
 	ev, err := w.hitProbe(ps[1], uint64(w.fileOut), uint64(missing), 2)
 	va, ok := paging.PageFault(err)
 	if !ok || va != missing {
@@ -292,6 +283,26 @@ func TestKindsIgnored(t *testing.T) {
 	}
 }
 
+// writevOff is where writevProbes puts vfs_writev in the synthetic kernel.
+const writevOff = 0x1234
+
+// writevProbes returns the file.write probes of the synthetic kernel with a
+// vfs_writev symbol added (at writevOff).
+func writevProbes(t *testing.T, w *guest) []collector.Probe {
+	t.Helper()
+	prof := linuxtest.Profile()
+	prof.Symbols[probes.FuncFileWritev] = linuxtest.LinkBase + writevOff
+	o, err := oslinux.New(w.g, prof, oslinux.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := probes.New(o).Probes([]collector.Kind{collector.KindFileWrite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
 // TestWritevProbe checks the optional vfs_writev probe: absent from a
 // kernel without the symbol (the synthetic profile of newGuest), and, where
 // the symbol is present, a second file.write probe decoded like vfs_write.
@@ -302,22 +313,12 @@ func TestWritevProbe(t *testing.T) {
 			t.Fatalf("vfs_writev probe without the symbol: %+v", p)
 		}
 	}
-	prof := linuxtest.Profile()
-	const off = 0x1234
-	prof.Symbols[probes.FuncFileWritev] = linuxtest.LinkBase + off
-	o, err := oslinux.New(w.g, prof, oslinux.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := probes.New(o).Probes([]collector.Kind{collector.KindFileWrite})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ps := writevProbes(t, w)
 	if len(ps) != 4 || ps[0].Name != probes.FuncFileWrite || ps[1].Name != probes.FuncFileWritev {
 		t.Fatalf("file.write probes %+v", ps)
 	}
 	p := ps[1]
-	if p.Kind != collector.KindFileWrite || uint64(p.Addr) != linuxtest.LinkBase+off+slide || p.Root != w.g.KernelRoot {
+	if p.Kind != collector.KindFileWrite || uint64(p.Addr) != linuxtest.LinkBase+writevOff+slide || p.Root != w.g.KernelRoot {
 		t.Errorf("vfs_writev probe %+v", p)
 	}
 	hit := func(file introspect.Va) (collector.Event, error) {
