@@ -136,8 +136,8 @@ func snapshotCode(ctx context.Context, t *testing.T, g *testguest.Guest, kernel 
 			t.Fatalf("translate hook %s: %v", p.Name, err)
 		}
 	}
-	if _, ok := s.hooks[probes.FuncFileWritev]; len(s.hooks) != 12 || !ok {
-		t.Fatalf("probes %v, want the twelve Linux probes (file.write by vfs_write, vfs_writev and the sendfile, splice and copy_file_range paths)", s.hooks)
+	if _, ok := s.hooks[probes.FuncFileWritev]; len(s.hooks) != 13 || !ok {
+		t.Fatalf("probes %v, want the thirteen Linux probes (file.write by vfs_write, vfs_writev and the sendfile, splice, copy_file_range and io_uring paths)", s.hooks)
 	}
 	text, err1 := o.Symbol("_text")
 	etext, err2 := o.Symbol("_etext")
@@ -684,7 +684,7 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 		// The create counter counts new files: one per file and copy.
 		{collector.KindFileCreate, "vmi_file_creates_total", probes.FuncFileCreate, testguest.FilesPerRound + testguest.CopiesPerRound},
 		{collector.KindFileWrite, "vmi_file_writes_total", strings.Join([]string{probes.FuncFileWrite, probes.FuncFileWritev,
-			probes.FuncSendfile, probes.FuncSplice, probes.FuncCopyRange}, "|"), testguest.FileWritesPerRound + testguest.CopiesPerRound},
+			probes.FuncSendfile, probes.FuncSplice, probes.FuncCopyRange, probes.FuncIOWrite}, "|"), testguest.FileWritesPerRound + testguest.CopiesPerRound},
 		{collector.KindFileRename, "vmi_file_renames_total", probes.FuncFileRename, testguest.RenamesPerRound},
 		{collector.KindFileDelete, "vmi_file_deletes_total", probes.FuncFileUnlink + "|" + probes.FuncFileRmdir, testguest.FilesPerRound + testguest.CopiesPerRound},
 		{collector.KindProcessExec, "vmi_process_execs_total", probes.FuncProcessExec, testguest.ExecsPerRound},

@@ -27,8 +27,9 @@ const (
 	// (those of WritevFile); the others are write(2).
 	WritevWritesPerRound = WritesPerFile
 	// CopiesPerRound are the files vmi-writev fills by sendfile(2),
-	// splice(2) and copy_file_range(2), one call each (CopyFamilies).
-	CopiesPerRound = 3
+	// splice(2), copy_file_range(2) and an io_uring WRITE, one call each
+	// (CopyFamilies).
+	CopiesPerRound = 4
 	// RenamesPerRound: vmi-writev renames its copy_file_range copy.
 	RenamesPerRound = 1
 	// ExecsPerRound: every spawn execs its program once. vmi-round's
@@ -41,7 +42,7 @@ const (
 
 // CopyFamilies are the system calls of the copy records, in the order
 // vmi-writev makes them.
-var CopyFamilies = []string{"sendfile", "splice", "copy_file_range"}
+var CopyFamilies = []string{"sendfile", "splice", "copy_file_range", "io_uring"}
 
 // EtcFile is the file vmi-round writes under /etc in round r: a write the
 // default suspicious-write rule linux-etc flags (collector/rules).
@@ -70,7 +71,7 @@ type Kind string
 const (
 	KindSpawn    Kind = "spawn"    // a process was started (fork + exec of a workload script)
 	KindFile     Kind = "file"     // a file was created and written
-	KindCopy     Kind = "copy"     // a file was created and filled by one sendfile, splice or copy_file_range
+	KindCopy     Kind = "copy"     // a file was created and filled by one sendfile, splice, copy_file_range or io_uring write
 	KindRename   Kind = "rename"   // a file was renamed
 	KindExit     Kind = "exit"     // a process was reaped by its parent
 	KindDone     Kind = "done"     // a round finished

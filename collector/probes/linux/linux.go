@@ -57,11 +57,13 @@
 //     pos_in, out, pos_out, len, flags), the one entry of the system call
 //     and of in-kernel users (nfsd, ksmbd, overlayfs); its splice fallback
 //     goes through do_splice_direct, not hooked, so it is seen once.
-//     Not seen: io_uring writes (io_write calls f_op->write_iter directly,
-//     and runs twice for one request when a non-blocking attempt is
-//     retried from io-wq, so it needs a return hook or per-request state
-//     to count once), writes through shared mmap'ed pages (see the README's
-//     coverage table), and the kernel's own (kernel_write).
+//     io_uring WRITE, WRITEV and WRITE_FIXED: io_write(struct io_kiocb
+//     *req, unsigned int issue_flags), the one function that runs them
+//     (it calls the filesystem's write_iter itself, not vfs_write); see
+//     decodeIOWrite for how a request is counted once although io_write
+//     runs twice for a buffered write.
+//     Not seen: writes through shared mmap'ed pages (see the README's
+//     coverage table) and the kernel's own (kernel_write).
 //   - file.rename: security_path_rename(const struct path *old_dir, struct
 //     dentry *old_dentry, const struct path *new_dir, struct dentry
 //     *new_dentry, unsigned int flags), called once by do_renameat2 (for
@@ -134,6 +136,7 @@ const (
 	FuncSendfile     = "do_sendfile"
 	FuncSplice       = "do_splice"
 	FuncCopyRange    = "vfs_copy_file_range"
+	FuncIOWrite      = "io_write"
 	FuncFileRename   = "security_path_rename"
 	FuncFileUnlink   = "security_path_unlink"
 	FuncFileRmdir    = "security_path_rmdir"
@@ -160,6 +163,7 @@ const (
 	SyscallSendfile  = "sendfile"        // sendfile(2)
 	SyscallSplice    = "splice"          // splice(2), io_uring splice
 	SyscallCopyRange = "copy_file_range" // copy_file_range(2)
+	SyscallIOUring   = "io_uring"        // io_uring WRITE, WRITEV, WRITE_FIXED
 	SyscallUnlink    = "unlink"          // unlink(2), unlinkat(2)
 	SyscallRmdir     = "rmdir"           // rmdir(2), unlinkat(2) with AT_REMOVEDIR
 )
@@ -216,6 +220,7 @@ func (g *Guest) Probes(enabled []collector.Kind) ([]collector.Probe, error) {
 		{Kind: collector.KindFileWrite, Func: FuncSendfile, Decode: g.decodeSendfile, Optional: true},
 		{Kind: collector.KindFileWrite, Func: FuncSplice, Decode: g.decodeSpliceFamily(SyscallSplice), Optional: true},
 		{Kind: collector.KindFileWrite, Func: FuncCopyRange, Decode: g.decodeSpliceFamily(SyscallCopyRange), Optional: true},
+		{Kind: collector.KindFileWrite, Func: FuncIOWrite, Decode: g.decodeIOWrite, Optional: true},
 		{Kind: collector.KindFileRename, Func: FuncFileRename, Decode: g.decodeRename, Optional: true},
 		{Kind: collector.KindFileDelete, Func: FuncFileUnlink, Decode: g.decodeDelete(SyscallUnlink), Optional: true},
 		{Kind: collector.KindFileDelete, Func: FuncFileRmdir, Decode: g.decodeDelete(SyscallRmdir), Optional: true},
@@ -238,13 +243,22 @@ func skip(format string, a ...any) error {
 	return fmt.Errorf(format+": %w", append(a, collector.ErrSkip)...)
 }
 
-// process fills an event's process from a task.
+// process fills an event's process from a task. The name is the
+// process's (its group leader's comm): a thread may have a name of its
+// own (io_uring's iou-wrk-* workers, which also write and can be the last
+// thread to exit).
 func (g *Guest) process(t *oslinux.Task, p *collector.Process) error {
 	img, err := g.os.ImagePath(t)
 	if err != nil {
 		return fmt.Errorf("image of pid %d: %w", t.TGID, err)
 	}
-	*p = collector.Process{PID: t.TGID, PPID: t.PPID, Name: t.Comm, Image: img}
+	name := t.Comm
+	if !t.IsGroupLeader() && t.GroupLeader != 0 {
+		if name, err = g.os.Comm(t.GroupLeader); err != nil {
+			return fmt.Errorf("name of pid %d: %w", t.TGID, err)
+		}
+	}
+	*p = collector.Process{PID: t.TGID, PPID: t.PPID, Name: name, Image: img}
 	return nil
 }
 
@@ -387,6 +401,53 @@ func (g *Guest) decodeSpliceFamily(family string) func(*hook.Hit, *collector.Eve
 		g.os.Flush()
 		return g.writeTo(h, ev, introspect.Va(h.Ev.Regs.RDX), family, h.Ev.Regs.R8)
 	}
+}
+
+// io_uring constants (include/uapi/linux/io_uring.h, io_uring/io_uring.h
+// and include/uapi/asm-generic/fcntl.h).
+const (
+	ioringOpWritev     = 2
+	ioringOpWriteFixed = 5
+	ioringOpWrite      = 23
+	ioURingFNonblock   = 0x80000000 // IO_URING_F_NONBLOCK (INT_MIN)
+	oDirect            = 0o40000
+)
+
+// decodeIOWrite decodes io_write(struct io_kiocb *req, unsigned int
+// issue_flags), which runs each io_uring WRITE, WRITEV and WRITE_FIXED
+// request. A buffered write to a regular file is first tried with
+// IO_URING_F_NONBLOCK, which io_write answers by punting it to an io-wq
+// worker without writing, and then runs again there: that first attempt
+// is skipped, so one request is one event. (O_DIRECT writes run inline
+// and are counted at their first attempt; one that must wait is retried
+// and counted twice.) The event's process is the request's: io-wq
+// workers are threads of it.
+func (g *Guest) decodeIOWrite(h *hook.Hit, ev *collector.Event) error {
+	g.os.Flush()
+	regs := &h.Ev.Regs
+	req, err := g.os.IORequestOf(introspect.Va(regs.RDI))
+	if err != nil {
+		return err
+	}
+	if req.Opcode != ioringOpWrite && req.Opcode != ioringOpWritev && req.Opcode != ioringOpWriteFixed {
+		return skip("io_uring opcode %d", req.Opcode)
+	}
+	if uint32(regs.RSI)&ioURingFNonblock != 0 {
+		flags, _, err := g.os.FileOpenFlags(req.File)
+		if err != nil {
+			return err
+		}
+		if flags&oDirect == 0 {
+			return skip("non-blocking attempt of a buffered io_uring write (retried by io-wq)")
+		}
+	}
+	n := uint64(req.Len)
+	if req.Opcode == ioringOpWritev {
+		if n, err = g.iovecBytes(regs, introspect.Va(req.Addr), uint64(req.Len)); err != nil {
+			return err
+		}
+	}
+	return g.writeTo(h, ev, req.File, SyscallIOUring, n)
 }
 
 // decodeRename decodes security_path_rename(old_dir, old_dentry, new_dir,

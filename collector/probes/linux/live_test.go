@@ -167,13 +167,13 @@ func TestLive(t *testing.T) {
 	// one: each probe must be there, or the checks below would only fail
 	// later and less clearly.
 	for _, f := range []string{probes.FuncFileWritev, probes.FuncSendfile, probes.FuncSplice, probes.FuncCopyRange,
-		probes.FuncFileRename, probes.FuncFileUnlink, probes.FuncFileRmdir, probes.FuncProcessExec} {
+		probes.FuncIOWrite, probes.FuncFileRename, probes.FuncFileUnlink, probes.FuncFileRmdir, probes.FuncProcessExec} {
 		if !slices.Contains(names, f) {
 			t.Errorf("probes %v: no %s", names, f)
 		}
 	}
-	if len(ps) != 12 {
-		t.Fatalf("probes %v, want 12", names)
+	if len(ps) != 13 {
+		t.Fatalf("probes %v, want 13", names)
 	}
 	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{},
 		last: map[introspect.VCPU]amd64.Registers{}}
@@ -296,7 +296,7 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 			t.Errorf("%s pid %d (%s): file.write events by probe %v, want %d from %s only", f.Path, f.PID, s.Name, byProbe, f.Writes, probe)
 		}
 	}
-	copyProbe := map[string]string{probes.SyscallSendfile: probes.FuncSendfile, probes.SyscallSplice: probes.FuncSplice, probes.SyscallCopyRange: probes.FuncCopyRange}
+	copyProbe := map[string]string{probes.SyscallSendfile: probes.FuncSendfile, probes.SyscallSplice: probes.FuncSplice, probes.SyscallCopyRange: probes.FuncCopyRange, probes.SyscallIOUring: probes.FuncIOWrite}
 	for _, c := range man.Copies {
 		want[key{collector.KindFileCreate, uint64(c.PID), c.Path}] = 1
 		k := key{collector.KindFileWrite, uint64(c.PID), c.Path}

@@ -167,3 +167,40 @@ func (o *OS) ReadUser(regs *amd64.Registers, va introspect.Va, p []byte) error {
 	}
 	return nil
 }
+
+// IORequest is what an io_uring read/write request (struct io_kiocb, with
+// its struct io_rw command data at the start) says about the I/O.
+type IORequest struct {
+	File   introspect.Va // io_kiocb.file
+	Opcode uint8         // io_kiocb.opcode (IORING_OP_*)
+	Addr   uint64        // io_rw.addr: the buffer, or the iovec array
+	Len    uint32        // io_rw.len: bytes, or the number of iovecs
+}
+
+// IORequestOf reads an io_uring request.
+func (o *OS) IORequestOf(req introspect.Va) (IORequest, error) {
+	var r IORequest
+	if !o.off.hasIOUring {
+		return r, fmt.Errorf("io_kiocb/io_rw not in profile")
+	}
+	if !o.isKernelPtr(uint64(req)) {
+		return r, fmt.Errorf("io_kiocb %v: %w", req, ErrBadPointer)
+	}
+	f, err := o.ptr(req+introspect.Va(o.off.ioReqFile), "io_kiocb file")
+	if err != nil {
+		return r, err
+	}
+	op, err := o.mem.ReadU8(o.kroot, req+introspect.Va(o.off.ioReqOpcode))
+	if err != nil {
+		return r, fmt.Errorf("io_kiocb %v opcode: %w", req, err)
+	}
+	addr, err := o.mem.ReadU64(o.kroot, req+introspect.Va(o.off.ioRwAddr))
+	if err != nil {
+		return r, fmt.Errorf("io_rw %v addr: %w", req, err)
+	}
+	n, err := o.mem.ReadU32(o.kroot, req+introspect.Va(o.off.ioRwLen))
+	if err != nil {
+		return r, fmt.Errorf("io_rw %v len: %w", req, err)
+	}
+	return IORequest{File: f, Opcode: op, Addr: addr, Len: n}, nil
+}

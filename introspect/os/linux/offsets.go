@@ -31,6 +31,9 @@ type offsets struct {
 	// file.f_flags and f_mode: O_CREAT and FMODE_CREATED at vfs_open.
 	fileFlags, fileMode uint64
 	hasFileFlags        bool
+	// io_kiocb.file/opcode and io_rw.addr/len: io_uring writes.
+	ioReqFile, ioReqOpcode, ioRwAddr, ioRwLen uint64
+	hasIOUring                                bool
 
 	pathMnt, pathDentry uint64
 
@@ -135,6 +138,8 @@ func resolveOffsets(p *profile.Profile) (offsets, error) {
 	req(&o.filePath, "file", "f_path")
 	o.hasFileInode = opt(&o.fileInode, "file", "f_inode")
 	o.hasFileFlags = opt(&o.fileFlags, "file", "f_flags") && opt(&o.fileMode, "file", "f_mode")
+	o.hasIOUring = opt(&o.ioReqFile, "io_kiocb", "file") && opt(&o.ioReqOpcode, "io_kiocb", "opcode") &&
+		opt(&o.ioRwAddr, "io_rw", "addr") && opt(&o.ioRwLen, "io_rw", "len")
 	req(&o.pathMnt, "path", "mnt")
 	req(&o.pathDentry, "path", "dentry")
 

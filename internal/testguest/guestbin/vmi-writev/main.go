@@ -22,6 +22,7 @@
 //	splice(2)          path.p <- a pipe        "VMI copy ... syscall=splice"
 //	copy_file_range(2) path.c <- path         "VMI copy ... syscall=copy_file_range"
 //	rename(2)          path.c -> path.moved   "VMI rename ..."
+//	io_uring WRITE     path.u <- its bytes    "VMI copy ... syscall=io_uring"
 //
 // and exits with status 0.
 //
@@ -38,6 +39,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -132,6 +134,69 @@ func copies(round, src string, n int) {
 		fail("rename "+dst, err)
 	}
 	report("VMI rename old=" + dst + " new=" + moved + " pid=" + pid + " round=" + round + "\n")
+
+	dst = src + ".u"
+	out = create(dst)
+	ur := uringWrite(out, data)
+	copied(dst, "io_uring", uintptr(ur), nil)
+	syscall.Close(out)
+}
+
+// io_uring system calls and layout (include/uapi/linux/io_uring.h).
+const (
+	sysIOUringSetup = 425
+	sysIOUringEnter = 426
+	opWrite         = 23 // IORING_OP_WRITE
+	enterGetEvents  = 1
+	offSQRing       = 0
+	offCQRing       = 0x8000000
+	offSQEs         = 0x10000000
+)
+
+// uringWrite writes b to fd at offset 0 with one IORING_OP_WRITE through
+// a one-entry ring, waits for its completion and returns its result.
+func uringWrite(fd int, b []byte) int {
+	var p [120]byte // struct io_uring_params
+	rfd, _, errno := syscall.Syscall(sysIOUringSetup, 1, uintptr(unsafe.Pointer(&p[0])), 0)
+	if errno != 0 {
+		fail("io_uring_setup", errno)
+	}
+	u32 := func(b []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
+	sqEntries, cqEntries := *u32(p[:], 0), *u32(p[:], 4)
+	sqArray, cqes := *u32(p[:], 64), *u32(p[:], 100)
+	mm := func(off int64, n int) []byte {
+		m, err := syscall.Mmap(int(rfd), off, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE)
+		if err != nil {
+			fail("io_uring mmap", err)
+		}
+		return m
+	}
+	sq := mm(offSQRing, int(sqArray+4*sqEntries))
+	cq := mm(offCQRing, int(cqes+16*cqEntries))
+	sqe := mm(offSQEs, int(64*sqEntries))
+	sqe[0] = opWrite
+	*(*int32)(unsafe.Pointer(&sqe[4])) = int32(fd)
+	*(*uint64)(unsafe.Pointer(&sqe[16])) = uint64(uintptr(unsafe.Pointer(&b[0])))
+	*u32(sqe, 24) = uint32(len(b))
+	tail := u32(sq, int(*u32(p[:], 44)))
+	mask := *u32(sq, int(*u32(p[:], 48)))
+	*u32(sq, int(sqArray+4*(*tail&mask))) = 0
+	atomic.AddUint32(tail, 1)
+	if _, _, errno := syscall.Syscall6(sysIOUringEnter, rfd, 1, 1, enterGetEvents, 0, 0); errno != 0 {
+		fail("io_uring_enter", errno)
+	}
+	head := atomic.LoadUint32(u32(cq, int(*u32(p[:], 80))))
+	cmask := *u32(cq, int(*u32(p[:], 88)))
+	res := *(*int32)(unsafe.Pointer(&cq[int(cqes)+16*int(head&cmask)+8]))
+	runtime.KeepAlive(b)
+	if res < 0 {
+		fail("io_uring write", syscall.Errno(-res))
+	}
+	syscall.Munmap(sqe)
+	syscall.Munmap(cq)
+	syscall.Munmap(sq)
+	syscall.Close(int(rfd))
+	return int(res)
 }
 
 // create makes a new file for writing.
