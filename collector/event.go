@@ -34,8 +34,28 @@ type Event struct {
 	// Probe is the hook that produced the event ("" for engine notices).
 	Probe   string  `json:"probe,omitempty"`
 	Process Process `json:"process"`
-	// Path is the file of file events.
+	// Path is the file of file events (for file.rename, the new path).
 	Path string `json:"path,omitempty"`
+	// OldPath is the path a file.rename renamed from.
+	OldPath string `json:"old_path,omitempty"`
+	// Created tells, for file.create, whether the open made a new file
+	// (true) or opened an existing one with O_CREAT (false); nil when
+	// the probe cannot tell.
+	Created *bool `json:"created,omitempty"`
+	// Syscall is the system call family of a file.write (write, writev,
+	// sendfile, splice, copy_file_range) or file.delete (unlink, rmdir).
+	Syscall string `json:"syscall,omitempty"`
+	// Bytes is the byte count a file.write asked for: probes hook function
+	// entries, so a short or failed write is counted as requested.
+	Bytes uint64 `json:"bytes,omitempty"`
+	// Args is the argument vector of a process.exec, bounded in count and
+	// bytes; ArgsTruncated reports that a bound cut it.
+	Args          []string `json:"args,omitempty"`
+	ArgsTruncated bool     `json:"args_truncated,omitempty"`
+	// ExitCode is the exit status of a process.exit that exited (nil when
+	// unknown or killed by a signal); ExitSignal the signal that killed it.
+	ExitCode   *int32 `json:"exit_code,omitempty"`
+	ExitSignal int32  `json:"exit_signal,omitempty"`
 	// Address is the guest virtual address of page and fault events.
 	Address uint64 `json:"address,omitempty"`
 	// Latency is the time from the vCPU stop to the decoded event.

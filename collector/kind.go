@@ -21,6 +21,9 @@ const (
 	KindPageIn
 	KindPageOut
 	KindBreakpointReinjected
+	KindFileRename
+	KindFileDelete
+	KindProcessExec
 )
 
 // Source is what produces the events of a kind.
@@ -75,6 +78,9 @@ type KindInfo struct {
 	Notice hook.NoticeKind
 	// RuleTarget kinds are the ones suspicious-file rules may match.
 	RuleTarget bool
+	// Counts, when set, selects the events Metric counts (all of them
+	// when nil); the others are still exported as spans and JSON lines.
+	Counts func(*Event) bool
 }
 
 // kinds is the table of event kinds, indexed by Kind. Adding a kind is a
@@ -84,8 +90,11 @@ type KindInfo struct {
 var kinds = [...]KindInfo{
 	KindFileCreate: {
 		Name:   "file.create",
-		Metric: Metric{"vmi_file_creates_total", "Files opened for creation in the guest."},
+		Metric: Metric{"vmi_file_creates_total", "New files created in the guest (opens with O_CREAT of an existing file are file.create events with created=false, not counted)."},
 		Span:   SpanEvent, Source: SourceProbe, RuleTarget: true,
+		// Dashboards read the counter as "files appeared": count only
+		// opens that made the file (or could not tell).
+		Counts: func(ev *Event) bool { return ev.Created == nil || *ev.Created },
 	},
 	KindFileWrite: {
 		Name:   "file.write",
@@ -122,6 +131,31 @@ var kinds = [...]KindInfo{
 		Metric: Metric{"vmi_breakpoint_reinjections_total", "Guest breakpoints on hooked pages delivered back to the guest."},
 		Source: SourceEngine, Notice: hook.NoticeReinjected,
 	},
+	KindFileRename: {
+		Name:   "file.rename",
+		Metric: Metric{"vmi_file_renames_total", "Files renamed in the guest."},
+		Span:   SpanEvent, Source: SourceProbe, RuleTarget: true,
+	},
+	KindFileDelete: {
+		Name:   "file.delete",
+		Metric: Metric{"vmi_file_deletes_total", "Files and directories deleted in the guest (unlink, rmdir)."},
+		Span:   SpanEvent, Source: SourceProbe, RuleTarget: true,
+	},
+	KindProcessExec: {
+		Name:   "process.exec",
+		Metric: Metric{"vmi_process_execs_total", "Programs executed in the guest (successful execve)."},
+		// A child span of the process span, which takes the new
+		// program's name and path from it.
+		Span: SpanEvent, Source: SourceProbe,
+	},
+}
+
+// Counted reports whether ev is one of the events k's Metric counts.
+func (k Kind) Counted(ev *Event) bool {
+	if int(k) < len(kinds) && kinds[k].Counts != nil {
+		return kinds[k].Counts(ev)
+	}
+	return true
 }
 
 // Info returns the table row of k (the zero KindInfo for an unknown kind).

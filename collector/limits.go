@@ -15,12 +15,16 @@ const (
 	FieldPath         = "path"
 	FieldProcessName  = "process.name"
 	FieldProcessImage = "process.image"
+	FieldOldPath      = "old_path"
+	FieldSyscall      = "syscall"
+	FieldArgs         = "args"
 )
 
 // Limits bound what a guest controls in an event.
 type Limits struct {
 	// MaxStringLen caps, in bytes, every guest-controlled string of an
-	// event (path, process name and image) before enrichers, rules,
+	// event (path, old path, syscall family, process name and image, and
+	// argv in all) before enrichers, rules,
 	// metrics and exporters see it (DefaultMaxStringLen if 0; negative:
 	// no cap).
 	MaxStringLen int `koanf:"max_string_len" yaml:"max_string_len"`
@@ -43,12 +47,30 @@ func capEvent(ev *Event, max int) int {
 	for _, f := range [...]struct {
 		name string
 		s    *string
-	}{{FieldPath, &ev.Path}, {FieldProcessName, &ev.Process.Name}, {FieldProcessImage, &ev.Process.Image}} {
+	}{{FieldPath, &ev.Path}, {FieldOldPath, &ev.OldPath}, {FieldSyscall, &ev.Syscall},
+		{FieldProcessName, &ev.Process.Name}, {FieldProcessImage, &ev.Process.Image}} {
 		if len(*f.s) > max {
 			*f.s = Truncate(*f.s, max)
 			ev.Truncated = append(ev.Truncated, f.name)
 			n++
 		}
+	}
+	// argv is bounded by the probe (count and bytes, Event.ArgsTruncated);
+	// here it shares the one cap on what a single event may carry.
+	total, cut := 0, false
+	for i, a := range ev.Args {
+		if total+len(a) > max {
+			ev.Args[i] = Truncate(a, max-total)
+			ev.Args = ev.Args[:i+1]
+			cut = true
+			break
+		}
+		total += len(a)
+	}
+	if cut {
+		ev.ArgsTruncated = true
+		ev.Truncated = append(ev.Truncated, FieldArgs)
+		n++
 	}
 	return n
 }

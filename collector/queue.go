@@ -55,7 +55,10 @@ const eventOverhead = 320
 // eventSize estimates the memory ev holds beyond what other events share
 // (the Guest).
 func eventSize(ev *Event) int64 {
-	n := eventOverhead + len(ev.Path) + len(ev.Process.Name) + len(ev.Process.Image)
+	n := eventOverhead + len(ev.Path) + len(ev.OldPath) + len(ev.Syscall) + len(ev.Process.Name) + len(ev.Process.Image)
+	for _, a := range ev.Args {
+		n += 16 + len(a)
+	}
 	for _, r := range ev.Rules {
 		n += 16 + len(r)
 	}

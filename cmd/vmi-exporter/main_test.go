@@ -154,8 +154,8 @@ func TestTraceCommand(t *testing.T) {
 }
 
 func TestTraceCommandErrors(t *testing.T) {
-	err := dispatch(context.Background(), []string{"trace", "--probes", "file.delete"}, io.Discard, io.Discard, attachers)
-	if err == nil || !strings.Contains(err.Error(), "qemu.gdb_socket is required") || !strings.Contains(err.Error(), `unknown probe kind "file.delete"`) {
+	err := dispatch(context.Background(), []string{"trace", "--probes", "file.shred"}, io.Discard, io.Discard, attachers)
+	if err == nil || !strings.Contains(err.Error(), "qemu.gdb_socket is required") || !strings.Contains(err.Error(), `unknown probe kind "file.shred"`) {
 		t.Errorf("err %v", err)
 	}
 	// A guest that cannot be attached ends trace with the error.

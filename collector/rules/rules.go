@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -60,6 +61,13 @@ type Config struct {
 	// FirstWriteByNewProcess makes the rule fire only on the first write of
 	// a process whose start the collector saw.
 	FirstWriteByNewProcess bool `yaml:"first_write_by_new_process"`
+	// Threshold > 1 makes the rule a burst rule: it fires only once one
+	// process has matched it Threshold times within Window (e.g. many
+	// renames to an unusual extension: ransomware); that match and every
+	// further one inside the window are hits. 0 or 1: every match.
+	Threshold int `yaml:"threshold"`
+	// Window is a burst rule's window (default 1m).
+	Window time.Duration `yaml:"window"`
 	// Severity is info, warning (the default) or critical.
 	Severity string `yaml:"severity"`
 	// Enabled false switches a rule off (mostly to disable a default rule
@@ -130,6 +138,7 @@ type rule struct {
 	paths, exclPaths []*glob
 	procs, exclProcs []*glob
 	firstWrite       bool
+	burst            *burstTable // Threshold > 1
 }
 
 // Engine matches events against compiled rules. It implements
@@ -166,6 +175,10 @@ func New(cfgs []Config, o Options) (*Engine, error) {
 		e.maxLen = collector.DefaultMaxStringLen
 	}
 	var errs []error
+	maxProcs := o.MaxProcesses
+	if maxProcs <= 0 {
+		maxProcs = 4096
+	}
 	seen := map[string]bool{}
 	for i, c := range cfgs {
 		r, err := compile(c)
@@ -181,11 +194,10 @@ func New(cfgs []Config, o Options) (*Engine, error) {
 		e.rules = append(e.rules, r)
 		e.kinds |= r.kinds
 		if r.firstWrite && e.procs == nil {
-			n := o.MaxProcesses
-			if n <= 0 {
-				n = 4096
-			}
-			e.procs = newProcTable(n)
+			e.procs = newProcTable(maxProcs)
+		}
+		if c.Threshold > 1 {
+			r.burst = newBurstTable(maxProcs, c.Threshold, r.cfg.Window)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -244,6 +256,12 @@ func compile(c Config) (*rule, error) {
 	}
 	if r.exclProcs, err = globs("exclude_processes", c.ExcludeProcesses, fold); err != nil {
 		return nil, err
+	}
+	if c.Threshold < 0 || c.Window < 0 {
+		return nil, fmt.Errorf("threshold %d, window %v: must not be negative", c.Threshold, c.Window)
+	}
+	if c.Threshold > 1 && r.cfg.Window == 0 {
+		r.cfg.Window = time.Minute
 	}
 	if len(r.paths) == 0 && len(r.procs) == 0 && !r.firstWrite {
 		return nil, errors.New("matches every write: give paths, processes or first_write_by_new_process")
@@ -327,6 +345,9 @@ func (e *Engine) Match(ev *collector.Event) []string {
 			continue
 		}
 		if anyMatch(r.exclProcs, "", pname) {
+			continue
+		}
+		if r.burst != nil && !r.burst.hit(domain, ev.Process.PID, ev.Time) {
 			continue
 		}
 		if hits == nil {
@@ -458,4 +479,59 @@ func (t *procTable) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.idx)
+}
+
+// burstTable counts, per process, a burst rule's matches in the current
+// window: a bounded map (at most max processes; when full, expired windows
+// go first, then the oldest).
+type burstTable struct {
+	mu        sync.Mutex
+	m         map[procKey]burst
+	max, need int
+	window    time.Duration
+}
+
+type burst struct {
+	start time.Time
+	n     int
+}
+
+func newBurstTable(max, need int, window time.Duration) *burstTable {
+	return &burstTable{m: make(map[procKey]burst), max: max, need: need, window: window}
+}
+
+// hit counts a match of the process at t and reports whether it is the
+// need-th or a later one of its window.
+func (b *burstTable) hit(domain string, pid uint64, t time.Time) bool {
+	k := procKey{domain, pid}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.m[k]
+	if !ok || t.Sub(s.start) > b.window || t.Before(s.start) {
+		if !ok && len(b.m) >= b.max {
+			b.evict(t)
+		}
+		s = burst{start: t}
+	}
+	s.n++
+	b.m[k] = s
+	return s.n >= b.need
+}
+
+// evict makes room: windows that ended by t, else the oldest one.
+func (b *burstTable) evict(t time.Time) {
+	var oldest procKey
+	var oldestStart time.Time
+	for k, s := range b.m {
+		if t.Sub(s.start) > b.window {
+			delete(b.m, k)
+			continue
+		}
+		if oldestStart.IsZero() || s.start.Before(oldestStart) {
+			oldest, oldestStart = k, s.start
+		}
+	}
+	if len(b.m) >= b.max {
+		delete(b.m, oldest)
+	}
 }

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -161,6 +162,10 @@ func TestDefaultRules(t *testing.T) {
 		"linux-systemd-units": {
 			fire:  []tc{{linuxGuest, "sh", "/etc/systemd/system/evil.service"}, {linuxGuest, "sh", "/home/bob/.config/systemd/user/x.service"}, {linuxGuest, "sh", "/usr/lib/systemd/system/y.timer"}},
 			quiet: []tc{{linuxGuest, "sh", "/home/bob/.config/other/x.service"}, {linuxGuest, "sh", "/run/systemd/journal/x"}},
+		},
+		// A burst rule of renames (TestRenameBurst): writes never fire it.
+		"rename-burst-unusual-extension": {
+			quiet: []tc{{linuxGuest, "sh", "/home/a/x.locked"}},
 		},
 		"linux-ld-preload": {
 			fire:  []tc{{linuxGuest, "sh", "/etc/ld.so.preload"}},
@@ -446,5 +451,58 @@ func TestMatchCappedPath(t *testing.T) {
 	}
 	if !slices.Contains(hits, "linux-etc") {
 		t.Errorf("capped path not matched on its start: %v", hits)
+	}
+}
+
+// TestRenameBurst: the default rename-burst rule fires from the 20th
+// rename to an unusual extension by one process within a minute, for
+// that process only; common extensions and renames spread over more than
+// a window do not count.
+func TestRenameBurst(t *testing.T) {
+	const name = "rename-burst-unusual-extension"
+	e := defaultEngine(t)
+	t0 := time.Unix(1000, 0)
+	rename := func(pid uint64, path string, at time.Duration) []string {
+		return e.Match(&collector.Event{Kind: collector.KindFileRename, Guest: linuxGuest, Time: t0.Add(at),
+			Path: path, OldPath: strings.TrimSuffix(path, ".locked"), Process: collector.Process{PID: pid, Name: "enc"}})
+	}
+	for i := range 19 {
+		if got := rename(7, fmt.Sprintf("/home/a/f%d.locked", i), time.Duration(i)*time.Second); slices.Contains(got, name) {
+			t.Fatalf("rename %d fired", i+1)
+		}
+		if got := rename(8, fmt.Sprintf("/home/a/g%d.txt", i), 0); slices.Contains(got, name) {
+			t.Fatalf("rename to .txt fired")
+		}
+		rename(8, fmt.Sprintf("/home/a/g%d.txt", i), 0)
+	}
+	for i := 19; i < 22; i++ {
+		if got := rename(7, fmt.Sprintf("/home/a/f%d.locked", i), 30*time.Second); !slices.Contains(got, name) {
+			t.Errorf("rename %d: rules %v, want %s", i+1, got, name)
+		}
+	}
+	if got := rename(9, "/home/a/h.locked", 30*time.Second); slices.Contains(got, name) {
+		t.Errorf("another process's first rename fired")
+	}
+	// A new window for pid 7 after a quiet minute.
+	if got := rename(7, "/home/a/late.locked", 2*time.Minute); slices.Contains(got, name) {
+		t.Errorf("rename after the window fired")
+	}
+	if _, err := New([]Config{{Name: "x", Kinds: []string{"file.rename"}, Paths: []string{"**"}, Threshold: -1}}, Options{}); err == nil {
+		t.Error("negative threshold accepted")
+	}
+}
+
+// TestBurstTableBounded: the burst table never holds more than its bound.
+func TestBurstTableBounded(t *testing.T) {
+	b := newBurstTable(4, 2, time.Minute)
+	t0 := time.Unix(0, 0)
+	for pid := range uint64(100) {
+		b.hit("d", pid, t0.Add(time.Duration(pid)*time.Millisecond))
+		if len(b.m) > 4 {
+			t.Fatalf("%d entries", len(b.m))
+		}
+	}
+	if !b.hit("d", 99, t0.Add(time.Second)) {
+		t.Error("second hit of the newest process did not reach the threshold")
 	}
 }

@@ -55,11 +55,62 @@ func TestEveryKindSpans(t *testing.T) {
 		if want != nil && !slices.Contains(want, otlp.SpanName(k)) {
 			t.Errorf("%s: span name %q not among the spans %v", k, otlp.SpanName(k), want)
 		}
+		slices.Sort(want)
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: spans %v, want %v", k, got, want)
 		}
 		if traced := k.Info().Span != collector.SpanNone; ev.TraceID.IsValid() != traced {
 			t.Errorf("%s: trace ID %v, traced %v", k, ev.TraceID, traced)
+		}
+	}
+}
+
+// TestNewKindAttributes: the fields of the kinds of issue #12 reach the
+// spans: rename's old path, create's created, write's family and bytes,
+// exec's argv (and the process span's new name), exit's code.
+func TestNewKindAttributes(t *testing.T) {
+	g := &collector.Guest{Domain: "g", OS: "linux"}
+	mem := tracetest.NewInMemoryExporter()
+	exp, err := otlp.New(context.Background(), otlp.Options{SpanExporter: keep{mem}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes, zero := true, int32(0)
+	evs := []*collector.Event{
+		{Kind: collector.KindProcessStart, Process: proc(7, 1, "sh")},
+		{Kind: collector.KindProcessExec, Process: collector.Process{PID: 7, PPID: 1, Name: "rm", Image: "/bin/busybox"}, Args: []string{"rm", "-f", "x"}},
+		{Kind: collector.KindFileRename, Process: proc(7, 1, "rm"), Path: "/a.locked", OldPath: "/a"},
+		{Kind: collector.KindFileCreate, Process: proc(7, 1, "rm"), Path: "/b", Created: &yes},
+		{Kind: collector.KindFileWrite, Process: proc(7, 1, "rm"), Path: "/b", Syscall: "sendfile", Bytes: 42},
+		{Kind: collector.KindProcessExit, Process: proc(7, 1, "rm"), ExitCode: &zero},
+	}
+	for _, ev := range evs {
+		ev.Time, ev.Guest, ev.Probe = time.Unix(1, 0), g, "p"
+		exp.Tracker().Enrich(ev)
+		exp.Export(ev)
+	}
+	if err := exp.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	attrs := map[string]map[string]string{}
+	for _, s := range mem.GetSpans() {
+		m := map[string]string{}
+		for _, a := range s.Attributes {
+			m[string(a.Key)] = a.Value.Emit()
+		}
+		attrs[s.Name] = m
+	}
+	for span, want := range map[string]map[string]string{
+		"process.exec":   {"process.command_args": `["rm","-f","x"]`, "vmi.process.args_truncated": "false"},
+		"file.rename":    {"vmi.file.old_path": "/a", "file.path": "/a.locked"},
+		"file.create":    {"vmi.file.created": "true"},
+		"file.write":     {"vmi.syscall": "sendfile", "vmi.file.bytes": "42"},
+		otlp.ProcessSpan: {"process.executable.name": "rm", "process.exit.code": "0"},
+	} {
+		for k, v := range want {
+			if attrs[span][k] != v {
+				t.Errorf("span %s: %s = %q, want %q (all: %v)", span, k, attrs[span][k], v, attrs[span])
+			}
 		}
 	}
 }

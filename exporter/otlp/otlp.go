@@ -30,16 +30,23 @@ import (
 
 // Attribute keys of this project (no semantic convention exists for them).
 const (
-	AttrDomain     = attribute.Key("vmi.domain")
-	AttrProbe      = attribute.Key("vmi.probe")
-	AttrVCPU       = attribute.Key("vmi.vcpu")
-	AttrRules      = attribute.Key("vmi.rules")
-	AttrStartSeen  = attribute.Key("vmi.process.start_seen")
-	AttrExitSeen   = attribute.Key("vmi.process.exit_seen")
-	AttrEvicted    = attribute.Key("vmi.process.evicted")
-	AttrLatencyNS  = attribute.Key("vmi.latency_ns")
-	ProcessSpan    = "process"
-	DefaultMaxOpen = 10000
+	AttrDomain    = attribute.Key("vmi.domain")
+	AttrProbe     = attribute.Key("vmi.probe")
+	AttrVCPU      = attribute.Key("vmi.vcpu")
+	AttrRules     = attribute.Key("vmi.rules")
+	AttrStartSeen = attribute.Key("vmi.process.start_seen")
+	AttrExitSeen  = attribute.Key("vmi.process.exit_seen")
+	AttrEvicted   = attribute.Key("vmi.process.evicted")
+	AttrLatencyNS = attribute.Key("vmi.latency_ns")
+	// Attributes of the kinds of issue #12.
+	AttrOldPath       = attribute.Key("vmi.file.old_path")          // file.rename: the path renamed from
+	AttrCreated       = attribute.Key("vmi.file.created")           // file.create: a new file (else an existing one opened with O_CREAT)
+	AttrSyscall       = attribute.Key("vmi.syscall")                // file.write, file.delete: the system call family
+	AttrBytes         = attribute.Key("vmi.file.bytes")             // file.write: bytes asked for
+	AttrArgsTruncated = attribute.Key("vmi.process.args_truncated") // process.exec: argv cut by the configured bounds
+	AttrExitSignal    = attribute.Key("vmi.process.exit_signal")    // process.exit: the signal that killed it
+	ProcessSpan       = "process"
+	DefaultMaxOpen    = 10000
 )
 
 // AttrTruncated lists the event fields cut to the collector's string cap
@@ -259,6 +266,12 @@ func (e *Exporter) Export(ev *collector.Event) {
 		}
 		p.refresh(ev)
 		p.span.SetAttributes(AttrExitSeen.Bool(true))
+		if ev.ExitCode != nil {
+			p.span.SetAttributes(semconv.ProcessExitCode(int(*ev.ExitCode)))
+		}
+		if ev.ExitSignal != 0 {
+			p.span.SetAttributes(AttrExitSignal.Int(int(ev.ExitSignal)))
+		}
 		p.span.End(trace.WithTimestamp(ev.Time))
 	case collector.SpanEvent:
 		p, ok := e.open.get(k)
@@ -349,6 +362,25 @@ func eventAttrs(ev *collector.Event) []attribute.KeyValue {
 	}
 	if len(ev.Truncated) > 0 {
 		attrs = append(attrs, AttrTruncated.StringSlice(ev.Truncated))
+	}
+	if ev.OldPath != "" {
+		attrs = append(attrs, AttrOldPath.String(utf8(ev.OldPath)))
+	}
+	if ev.Created != nil {
+		attrs = append(attrs, AttrCreated.Bool(*ev.Created))
+	}
+	if ev.Syscall != "" {
+		attrs = append(attrs, AttrSyscall.String(utf8(ev.Syscall)))
+	}
+	if ev.Kind == collector.KindFileWrite {
+		attrs = append(attrs, AttrBytes.Int64(int64(min(ev.Bytes, 1<<63-1))))
+	}
+	if len(ev.Args) > 0 {
+		args := make([]string, len(ev.Args))
+		for i, a := range ev.Args {
+			args[i] = utf8(a)
+		}
+		attrs = append(attrs, semconv.ProcessCommandArgs(args...), AttrArgsTruncated.Bool(ev.ArgsTruncated))
 	}
 	return attrs
 }

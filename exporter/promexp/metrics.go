@@ -102,7 +102,7 @@ func New(o Options) *Metrics {
 		Name: "vmi_event_handling_seconds", Help: "Time from the vCPU stop to the decoded event.", Buckets: LatencyBuckets,
 	}, []string{"domain", "probe"})
 	m.reg.MustRegister(m.latency)
-	m.suspicious = f.counter("vmi_suspicious_file_writes_total", "File writes that matched a rule, by rule.", "domain", "rule")
+	m.suspicious = f.counter("vmi_suspicious_file_writes_total", "File events (writes, creates, renames, deletes) that matched a rule, by rule.", "domain", "rule")
 	if o.ProcessLabelCap > 0 {
 		m.procEvents = f.counter("vmi_process_events_total", "Events by process name (opt-in; names beyond the cap count as other).", "domain", "kind", "process")
 	}
@@ -173,13 +173,13 @@ func (m *Metrics) Event(ev *collector.Event) {
 			h.latency.Observe(ev.Latency.Seconds())
 		}
 	}
-	if h.kind != nil {
+	if h.kind != nil && ev.Kind.Counted(ev) {
 		add(h.kind, ex)
 	}
-	if ev.Kind == collector.KindFileWrite {
-		for _, r := range ev.Rules {
-			m.suspicious.WithLabelValues(domain, label(r)).Inc()
-		}
+	// Rule hits of every kind rules look at (writes, creates, renames,
+	// deletes): the metric's name predates the other kinds.
+	for _, r := range ev.Rules {
+		m.suspicious.WithLabelValues(domain, label(r)).Inc()
 	}
 	if m.procEvents != nil {
 		m.procEvents.WithLabelValues(domain, ev.Kind.String(), m.processLabel(domain, ev.Process.Name)).Inc()

@@ -129,7 +129,7 @@ func TestValidationErrors(t *testing.T) {
 		want       []string
 	}{
 		{"no guests", "web: {listen_address: ':9860'}", nil, []string{"guests: none configured"}},
-		{"unknown probe", guests, []string{"--probes", "file.create,file.delete"}, []string{`unknown probe kind "file.delete"`, "known: file.create"}},
+		{"unknown probe", guests, []string{"--probes", "file.create,file.shred"}, []string{`unknown probe kind "file.shred"`, "known: file.create"}},
 		{"engine kind as probe", guests, []string{"--probes", "page.in"}, []string{`unknown probe kind "page.in"`, "known: file.create"}},
 		{"bad listen", guests, []string{"--web.listen-address", "localhost"}, []string{"web.listen_address: address localhost: missing port"}},
 		{"bad port", guests, []string{"--web.listen-address", ":99999"}, []string{`web.listen_address: bad port "99999"`}},

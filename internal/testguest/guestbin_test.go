@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,9 +75,41 @@ func TestWritevProgram(t *testing.T) {
 	if err != nil || string(data) != "round 7 writev first\nround 7 writev second\n" {
 		t.Errorf("file %q, %v", data, err)
 	}
-	rec, ok, err := ParseLine(strings.TrimSuffix(stdout.String(), "\n"))
-	if !ok || err != nil || strings.Count(stdout.String(), "\n") != 1 {
-		t.Fatalf("stdout %q: not one manifest line (%v)", stdout.String(), err)
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(lines) != 1+CopiesPerRound+RenamesPerRound {
+		t.Fatalf("stdout %q: not %d manifest lines", stdout.String(), 1+CopiesPerRound+RenamesPerRound)
+	}
+	rec, ok, err := ParseLine(lines[0])
+	if !ok || err != nil {
+		t.Fatalf("stdout %q: first line not a manifest line (%v)", stdout.String(), err)
+	}
+	var m Manifest
+	var families []string
+	for _, l := range lines[1:] {
+		r, ok, err := ParseLine(l)
+		if !ok || err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		m.Add(r)
+		if r.Kind == KindCopy {
+			c := r.Path
+			families = append(families, r.Syscall)
+			if r.Bytes != len(data) {
+				t.Errorf("copy line %+v", r)
+			}
+			if b, err := os.ReadFile(c); c != out+".c" && (err != nil || len(b) != len(data)) {
+				t.Errorf("copy %s: %d bytes, %v", c, len(b), err)
+			}
+		}
+	}
+	if !slices.Equal(families, CopyFamilies) {
+		t.Errorf("copies by %v, want %v", families, CopyFamilies)
+	}
+	if len(m.Renames) != 1 || m.Renames[0].Old != out+".c" || m.Renames[0].New != out+".moved" {
+		t.Errorf("renames %+v", m.Renames)
+	}
+	if b, err := os.ReadFile(out + ".moved"); err != nil || string(b) != string(data) {
+		t.Errorf("renamed copy %q, %v", b, err)
 	}
 	want := Record{Kind: KindFile, Path: out, PID: rec.PID, Opens: OpensPerFile, Writes: WritesPerFile, Bytes: len(data), Round: 7}
 	if rec != want || rec.PID == 0 {
@@ -95,9 +128,9 @@ func TestWritevProgram(t *testing.T) {
 		switch {
 		case strings.Contains(l, "writev(") && strings.Contains(l, "iov_base=\"round 7 writev"):
 			writevs++
-		case strings.Contains(l, "write(") && !strings.Contains(l, "write(1, \"VMI file"):
+		case strings.Contains(l, "write(") && !strings.Contains(l, "write(1, \"VMI ") && !strings.Contains(l, "ppppp"):
 			writes++
-		case strings.Contains(l, "openat(") && strings.Contains(l, out) && strings.Contains(l, "O_CREAT"):
+		case strings.Contains(l, "openat(") && strings.Contains(l, out+"\"") && strings.Contains(l, "O_CREAT"):
 			opens++
 		case strings.Contains(l, "exit_group(0)"), strings.Contains(l, "exit_group(0 <unfinished ...>"):
 			// strace splits the call when another thread acts meanwhile.

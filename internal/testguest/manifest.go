@@ -26,7 +26,23 @@ const (
 	// WritevWritesPerRound of the FileWritesPerRound are writev(2) calls
 	// (those of WritevFile); the others are write(2).
 	WritevWritesPerRound = WritesPerFile
+	// CopiesPerRound are the files vmi-writev fills by sendfile(2),
+	// splice(2), copy_file_range(2) and an io_uring WRITE, one call each
+	// (CopyFamilies).
+	CopiesPerRound = 4
+	// RenamesPerRound: vmi-writev renames its copy_file_range copy.
+	RenamesPerRound = 1
+	// ExecsPerRound: every spawn execs its program once. vmi-round's
+	// final "exec rm" is no execve(2): busybox's ash runs its own applets
+	// in-process (NOEXEC applets) and only renames the task (prctl
+	// PR_SET_NAME), so the live tests see the unlinks come from "rm"
+	// with no process.exec before them.
+	ExecsPerRound = SpawnsPerRound
 )
+
+// CopyFamilies are the system calls of the copy records, in the order
+// vmi-writev makes them.
+var CopyFamilies = []string{"sendfile", "splice", "copy_file_range", "io_uring"}
 
 // EtcFile is the file vmi-round writes under /etc in round r: a write the
 // default suspicious-write rule linux-etc flags (collector/rules).
@@ -55,6 +71,8 @@ type Kind string
 const (
 	KindSpawn    Kind = "spawn"    // a process was started (fork + exec of a workload script)
 	KindFile     Kind = "file"     // a file was created and written
+	KindCopy     Kind = "copy"     // a file was created and filled by one sendfile, splice, copy_file_range or io_uring write
+	KindRename   Kind = "rename"   // a file was renamed
 	KindExit     Kind = "exit"     // a process was reaped by its parent
 	KindDone     Kind = "done"     // a round finished
 	KindIdle     Kind = "idle"     // the guest waits for a command
@@ -65,16 +83,20 @@ const (
 
 // Record is one parsed manifest line. Fields not used by a kind are zero.
 type Record struct {
-	Kind   Kind
-	PID    int    // spawn, file, exit
-	PPID   int    // spawn
-	Name   string // spawn: process name (comm after exec)
-	Path   string // file: absolute path
-	Opens  int    // file: open(2) calls on the path
-	Writes int    // file: write(2) calls on the path
-	Bytes  int    // file: bytes written in total
-	Status int    // exit: exit status as reported by wait
-	Round  int    // spawn, file, exit, done
+	Kind Kind
+	PID  int    // spawn, file, exit
+	PPID int    // spawn
+	Name string // spawn: process name (comm after exec)
+	Path string // file, copy: absolute path; rename: the new path
+	// OldPath is the path a rename renamed from.
+	OldPath string
+	// Syscall is the system call that filled a copy.
+	Syscall string
+	Opens   int // file: open(2) calls on the path
+	Writes  int // file: write(2) calls on the path
+	Bytes   int // file: bytes written in total
+	Status  int // exit: exit status as reported by wait
+	Round   int // spawn, file, exit, done
 	// Interval is the loop pause in milliseconds (loop).
 	IntervalMS int
 	// Msg is the error message (error).
@@ -128,6 +150,18 @@ func ParseLine(line string) (rec Record, ok bool, err error) {
 		if p.err == nil && !strings.HasPrefix(rec.Path, "/") {
 			p.err = fmt.Errorf("manifest file: path %q is not absolute", rec.Path)
 		}
+	case KindCopy:
+		rec.Path = p.str("path")
+		rec.PID = p.pid("pid")
+		rec.Syscall = p.str("syscall")
+		rec.Writes = p.num("calls")
+		rec.Bytes = p.num("bytes")
+		rec.Round = p.num("round")
+	case KindRename:
+		rec.OldPath = p.str("old")
+		rec.Path = p.str("new")
+		rec.PID = p.pid("pid")
+		rec.Round = p.num("round")
 	case KindExit:
 		rec.PID = p.pid("pid")
 		rec.Status = p.num("status")
@@ -201,6 +235,25 @@ type File struct {
 	Round  int    `json:"round"`
 }
 
+// Copy is a file the workload created and filled by Calls calls of
+// Syscall (sendfile, splice or copy_file_range).
+type Copy struct {
+	Path    string `json:"path"`
+	PID     int    `json:"pid"`
+	Syscall string `json:"syscall"`
+	Calls   int    `json:"calls"`
+	Bytes   int    `json:"bytes"`
+	Round   int    `json:"round"`
+}
+
+// Rename is a rename(2) of the workload.
+type Rename struct {
+	Old   string `json:"old"`
+	New   string `json:"new"`
+	PID   int    `json:"pid"`
+	Round int    `json:"round"`
+}
+
 // Exit is a process the workload reaped.
 type Exit struct {
 	PID    int `json:"pid"`
@@ -210,10 +263,12 @@ type Exit struct {
 
 // Manifest is what the guest reported for one or more rounds.
 type Manifest struct {
-	Rounds []int   `json:"rounds"` // round numbers in the order they finished
-	Spawns []Spawn `json:"spawns"`
-	Files  []File  `json:"files"`
-	Exits  []Exit  `json:"exits"`
+	Rounds  []int    `json:"rounds"` // round numbers in the order they finished
+	Spawns  []Spawn  `json:"spawns"`
+	Files   []File   `json:"files"`
+	Copies  []Copy   `json:"copies"`
+	Renames []Rename `json:"renames"`
+	Exits   []Exit   `json:"exits"`
 }
 
 // Add adds a record; records of other kinds than spawn, file, exit and done
@@ -224,11 +279,45 @@ func (m *Manifest) Add(r Record) {
 		m.Spawns = append(m.Spawns, Spawn{PID: r.PID, PPID: r.PPID, Name: r.Name, Round: r.Round})
 	case KindFile:
 		m.Files = append(m.Files, File{Path: r.Path, PID: r.PID, Opens: r.Opens, Writes: r.Writes, Bytes: r.Bytes, Round: r.Round})
+	case KindCopy:
+		m.Copies = append(m.Copies, Copy{Path: r.Path, PID: r.PID, Syscall: r.Syscall, Calls: r.Writes, Bytes: r.Bytes, Round: r.Round})
+	case KindRename:
+		m.Renames = append(m.Renames, Rename{Old: r.OldPath, New: r.Path, PID: r.PID, Round: r.Round})
 	case KindExit:
 		m.Exits = append(m.Exits, Exit{PID: r.PID, Status: r.Status, Round: r.Round})
 	case KindDone:
 		m.Rounds = append(m.Rounds, r.Round)
 	}
+}
+
+// RoundFiles are the files that round r's vmi-round removes at its end
+// (with one unlink(2) each): every file and copy of the round, renamed
+// ones under their new name.
+func (m *Manifest) RoundFiles(r int) []string {
+	renamed := map[string]string{}
+	for _, rn := range m.Renames {
+		if rn.Round == r {
+			renamed[rn.Old] = rn.New
+		}
+	}
+	var out []string
+	add := func(p string) {
+		if n, ok := renamed[p]; ok {
+			p = n
+		}
+		out = append(out, p)
+	}
+	for _, f := range m.Files {
+		if f.Round == r {
+			add(f.Path)
+		}
+	}
+	for _, c := range m.Copies {
+		if c.Round == r {
+			add(c.Path)
+		}
+	}
+	return out
 }
 
 // SpawnByPID returns the spawn record of pid.
@@ -311,6 +400,29 @@ func (m *Manifest) Check() error {
 		c := perRound[f.Round]
 		c[1]++
 		perRound[f.Round] = c
+	}
+	copies := map[int]int{}
+	for _, c := range m.Copies {
+		s, ok := spawns[c.PID]
+		if !ok || s.Name != NameWritev {
+			bad("copy %s by pid %d, not a %s", c.Path, c.PID, NameWritev)
+		}
+		if c.Calls != 1 || c.Bytes == 0 || !strings.HasPrefix(c.Path, WritevFile(c.Round)+".") {
+			bad("copy %+v: want one call of some bytes into a copy of %s", c, WritevFile(c.Round))
+		}
+		copies[c.Round]++
+	}
+	renames := map[int]int{}
+	for _, rn := range m.Renames {
+		if s, ok := spawns[rn.PID]; !ok || s.Name != NameWritev {
+			bad("rename %s by pid %d, not a %s", rn.Old, rn.PID, NameWritev)
+		}
+		renames[rn.Round]++
+	}
+	for r := range rounds {
+		if copies[r] != CopiesPerRound || renames[r] != RenamesPerRound {
+			bad("round %d: %d copies, %d renames; want %d, %d", r, copies[r], renames[r], CopiesPerRound, RenamesPerRound)
+		}
 	}
 	exited := map[int]bool{}
 	for _, e := range m.Exits {

@@ -79,6 +79,11 @@ func roundLines(r, base int) []string {
 		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-exiter round=%d", p(3), p(0), r),
 		fmt.Sprintf("VMI spawn pid=%d ppid=%d name=vmi-writev round=%d", p(6), p(0), r),
 		fmt.Sprintf("VMI file path=/tmp/vmi/r%d-v.dat pid=%d opens=2 writes=2 bytes=43 round=%d", r, p(6), r),
+		fmt.Sprintf("VMI copy path=/tmp/vmi/r%d-v.dat.s pid=%d syscall=sendfile calls=1 bytes=43 round=%d", r, p(6), r),
+		fmt.Sprintf("VMI copy path=/tmp/vmi/r%d-v.dat.p pid=%d syscall=splice calls=1 bytes=43 round=%d", r, p(6), r),
+		fmt.Sprintf("VMI copy path=/tmp/vmi/r%d-v.dat.c pid=%d syscall=copy_file_range calls=1 bytes=43 round=%d", r, p(6), r),
+		fmt.Sprintf("VMI rename old=/tmp/vmi/r%d-v.dat.c new=/tmp/vmi/r%d-v.dat.moved pid=%d round=%d", r, r, p(6), r),
+		fmt.Sprintf("VMI copy path=/tmp/vmi/r%d-v.dat.u pid=%d syscall=io_uring calls=1 bytes=43 round=%d", r, p(6), r),
 		fmt.Sprintf("VMI exit pid=%d status=0 round=%d", p(6), r),
 		fmt.Sprintf("VMI file path=/etc/vmi-test-r%d.conf pid=%d opens=2 writes=2 bytes=42 round=%d", r, p(0), r),
 		fmt.Sprintf("VMI file path=/tmp/vmi/r%d-w0-f0.dat pid=%d opens=2 writes=2 bytes=61 round=%d", r, p(1), r),
@@ -206,7 +211,7 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatalf("accepted %q without prefix", line)
 		}
 		switch rec.Kind {
-		case KindSpawn, KindFile, KindExit:
+		case KindSpawn, KindFile, KindCopy, KindRename, KindExit:
 			if rec.PID <= 0 {
 				t.Fatalf("accepted pid %d", rec.PID)
 			}

@@ -351,7 +351,7 @@ func (g *Guest) buildImage() error {
 	copy(hdr[cvRVA:], rec)
 	g.write(g.Base, hdr)
 
-	for _, f := range []string{"NtCreateFile", "NtWriteFile", "PspInsertProcess", "MmCleanProcessAddressSpace", "KiSystemCall64", "KiSystemCall64Shadow"} {
+	for _, f := range []string{"NtCreateFile", "NtWriteFile", "NtSetInformationFile", "PspInsertProcess", "MmCleanProcessAddressSpace", "KiSystemCall64", "KiSystemCall64Shadow"} {
 		if _, ok := g.Prof.Symbols[f]; !ok {
 			continue
 		}

@@ -153,11 +153,17 @@ func TestLive(t *testing.T) {
 	for _, p := range ps {
 		names = append(names, p.Name)
 	}
-	// Debian's 6.1 cloud kernel has vfs_writev as a real function: the
-	// optional probe must be there, or the writev(2) checks below would
-	// only fail later and less clearly.
-	if len(ps) != 5 || !slices.Contains(names, probes.FuncFileWritev) {
-		t.Fatalf("probes %v, want 5 with %s", names, probes.FuncFileWritev)
+	// Debian's 6.1 cloud kernel has every optional function as a real
+	// one: each probe must be there, or the checks below would only fail
+	// later and less clearly.
+	for _, f := range []string{probes.FuncFileWritev, probes.FuncSendfile, probes.FuncSplice, probes.FuncCopyRange,
+		probes.FuncIOWrite, probes.FuncFileRename, probes.FuncFileUnlink, probes.FuncFileRmdir, probes.FuncProcessExec} {
+		if !slices.Contains(names, f) {
+			t.Errorf("probes %v: no %s", names, f)
+		}
+	}
+	if len(ps) != 13 {
+		t.Fatalf("probes %v, want 13", names)
 	}
 	eng := hook.NewNative(d, hook.WithFlush(o.Flush))
 	runProbes(t, g, eng, ps, func() error { return d.Resume() })
@@ -221,6 +227,7 @@ func runProbes(t *testing.T, g *testguest.Guest, eng hook.Engine, ps []collector
 		t.Errorf("probe %s: %d decode errors, first: %v", name, len(es), es[0])
 	}
 	checkManifest(t, man, rec.events)
+	checkNewKinds(t, man, rec.events)
 	if t.Failed() {
 		t.Logf("hits:\n%s", strings.Join(rec.trace, "\n"))
 	}
@@ -282,6 +289,13 @@ func checkManifest(t *testing.T, man *testguest.Manifest, events []collector.Eve
 			t.Errorf("%s pid %d (%s): file.write events by probe %v, want %d from %s only", f.Path, f.PID, s.Name, byProbe, f.Writes, probe)
 		}
 	}
+	copyProbe := map[string]string{probes.SyscallSendfile: probes.FuncSendfile, probes.SyscallSplice: probes.FuncSplice, probes.SyscallCopyRange: probes.FuncCopyRange, probes.SyscallIOUring: probes.FuncIOWrite}
+	for _, c := range man.Copies {
+		k := key{collector.KindFileWrite, uint64(c.PID), c.Path}
+		if byProbe := writeProbe[k]; byProbe[copyProbe[c.Syscall]] != c.Calls || len(byProbe) > 1 {
+			t.Errorf("%s pid %d (%s): file.write events by probe %v, want %d from %s only", c.Path, c.PID, c.Syscall, byProbe, c.Calls, copyProbe[c.Syscall])
+		}
+	}
 	if writevFiles != len(man.Rounds) {
 		t.Errorf("%d files written with writev(2) in %d rounds, want one per round", writevFiles, len(man.Rounds))
 	}
@@ -312,12 +326,16 @@ type eventKey struct {
 	path string
 }
 
-// keyOf returns ev's key, and false for a file event outside the
-// workload's files (/tmp/vmi/ and /etc/vmi-test-*), which is not counted.
+// keyOf returns ev's key, and false for what is not counted here: a file
+// event outside the workload's files (/tmp/vmi/ and /etc/vmi-test-*), and
+// the kinds checkNewKinds checks (renames, deletes, execs).
 func keyOf(ev collector.Event) (eventKey, bool) {
 	switch ev.Kind {
 	case collector.KindProcessStart, collector.KindProcessExit:
 		return eventKey{ev.Kind, ev.Process.PID, ""}, true
+	case collector.KindFileCreate, collector.KindFileWrite:
+	default:
+		return eventKey{}, false
 	}
 	if strings.HasPrefix(ev.Path, "/tmp/vmi/") || strings.HasPrefix(ev.Path, "/etc/vmi-test-") {
 		return eventKey{ev.Kind, ev.Process.PID, ev.Path}, true
@@ -348,6 +366,10 @@ func wantEvents(man *testguest.Manifest) map[eventKey]int {
 	for _, f := range man.Files {
 		want[eventKey{collector.KindFileCreate, uint64(f.PID), f.Path}] = f.Opens
 		want[eventKey{collector.KindFileWrite, uint64(f.PID), f.Path}] = f.Writes
+	}
+	for _, c := range man.Copies {
+		want[eventKey{collector.KindFileCreate, uint64(c.PID), c.Path}] = 1
+		want[eventKey{collector.KindFileWrite, uint64(c.PID), c.Path}] = c.Calls
 	}
 	return want
 }
@@ -488,4 +510,139 @@ func findInit(o *oslinux.OS) (oslinux.Task, error) {
 		}
 	}
 	return oslinux.Task{}, fmt.Errorf("init not among %d processes", len(ps))
+}
+
+// checkNewKinds checks the kinds and fields of issue #12 against the
+// manifest, exactly: every file.create of a workload file says whether it
+// made the file (the first open of each file) or not (the O_APPEND one);
+// the writes of each file add up to its bytes and name their family; each
+// copy is one write of its family with its bytes; each rename, each
+// unlink of the round's files by vmi-round's rm, each exec (one per spawn:
+// see testguest.ExecsPerRound) and each exit status shows once.
+func checkNewKinds(t *testing.T, man *testguest.Manifest, events []collector.Event) {
+	t.Helper()
+	type key struct {
+		kind       collector.Kind
+		pid        uint64
+		path, more string
+	}
+	got := map[key]int{}
+	bytes := map[key]uint64{}
+	pids := map[uint64]bool{}
+	for _, s := range man.Spawns {
+		pids[uint64(s.PID)] = true
+	}
+	exitCode := map[uint64]int32{}
+	execs := map[uint64][]collector.Event{}
+	for _, ev := range events {
+		workload := strings.HasPrefix(ev.Path, "/tmp/vmi/") || strings.HasPrefix(ev.Path, "/etc/vmi-test-")
+		switch ev.Kind {
+		case collector.KindFileCreate:
+			if workload {
+				got[key{ev.Kind, ev.Process.PID, ev.Path, fmt.Sprint(ev.Created != nil && *ev.Created)}]++
+			}
+		case collector.KindFileWrite:
+			if workload {
+				k := key{ev.Kind, ev.Process.PID, ev.Path, ev.Syscall}
+				got[k]++
+				bytes[k] += ev.Bytes
+			}
+		case collector.KindFileRename:
+			got[key{ev.Kind, ev.Process.PID, ev.Path, ev.OldPath}]++
+		case collector.KindFileDelete:
+			if workload {
+				got[key{ev.Kind, ev.Process.PID, ev.Path, ev.Syscall}]++
+			}
+		case collector.KindProcessExec:
+			if pids[ev.Process.PID] {
+				execs[ev.Process.PID] = append(execs[ev.Process.PID], ev)
+			} else {
+				t.Errorf("exec by pid %d (%s %v), not a workload process", ev.Process.PID, ev.Path, ev.Args)
+			}
+		case collector.KindProcessExit:
+			if ev.ExitCode != nil {
+				exitCode[ev.Process.PID] = *ev.ExitCode
+			} else {
+				exitCode[ev.Process.PID] = -ev.ExitSignal - 1000
+			}
+		}
+	}
+	want := map[key]int{}
+	wantBytes := map[key]uint64{}
+	for _, f := range man.Files {
+		pid := uint64(f.PID)
+		want[key{collector.KindFileCreate, pid, f.Path, "true"}] = 1
+		want[key{collector.KindFileCreate, pid, f.Path, "false"}] = f.Opens - 1
+		family := probes.SyscallWrite
+		if s, _ := man.SpawnByPID(f.PID); s.Name == testguest.NameWritev {
+			family = probes.SyscallWritev
+		}
+		k := key{collector.KindFileWrite, pid, f.Path, family}
+		want[k], wantBytes[k] = f.Writes, uint64(f.Bytes)
+	}
+	for _, c := range man.Copies {
+		pid := uint64(c.PID)
+		want[key{collector.KindFileCreate, pid, c.Path, "true"}] = 1
+		k := key{collector.KindFileWrite, pid, c.Path, c.Syscall}
+		want[k], wantBytes[k] = c.Calls, uint64(c.Bytes)
+	}
+	for _, r := range man.Renames {
+		want[key{collector.KindFileRename, uint64(r.PID), r.New, r.Old}] = 1
+	}
+	for _, s := range man.Spawns {
+		if s.Name == testguest.NameRound {
+			for _, p := range man.RoundFiles(s.Round) {
+				want[key{collector.KindFileDelete, uint64(s.PID), p, probes.SyscallUnlink}] = 1
+			}
+		}
+	}
+	if len(man.Copies) != len(man.Rounds)*testguest.CopiesPerRound || len(man.Renames) != len(man.Rounds)*testguest.RenamesPerRound {
+		t.Errorf("manifest: %d copies, %d renames in %d rounds", len(man.Copies), len(man.Renames), len(man.Rounds))
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("%s pid %d %s (%s): %d events, want %d", k.kind, k.pid, k.path, k.more, got[k], n)
+		}
+		if b, ok := wantBytes[k]; ok && bytes[k] != b {
+			t.Errorf("%s pid %d %s (%s): %d bytes, want %d", k.kind, k.pid, k.path, k.more, bytes[k], b)
+		}
+	}
+	for k, n := range got {
+		if _, ok := want[k]; !ok && n > 0 {
+			t.Errorf("unexpected %s pid %d %s (%s): %d events", k.kind, k.pid, k.path, k.more, n)
+		}
+	}
+	nexec := 0
+	for _, s := range man.Spawns {
+		pid := uint64(s.PID)
+		evs := execs[pid]
+		nexec += len(evs)
+		const n = 1
+		if len(evs) != n {
+			t.Errorf("%s pid %d: %d exec events, want %d", s.Name, pid, len(evs), n)
+			continue
+		}
+		// Scripts run as "/bin/sh /bin/<name> args" (binfmt_script);
+		// vmi-writev is a program of its own.
+		prog := "/bin/" + s.Name
+		if e := evs[0]; e.Process.Name != s.Name || len(e.Args) < 2 || (e.Args[0] != prog && e.Args[1] != prog) || e.ArgsTruncated {
+			t.Errorf("%s pid %d: exec %q image %q args %q (truncated %v)", s.Name, pid, e.Process.Name, e.Path, e.Args, e.ArgsTruncated)
+		}
+	}
+	if nexec != len(man.Rounds)*testguest.ExecsPerRound {
+		t.Errorf("%d exec events of the workload, want %d", nexec, len(man.Rounds)*testguest.ExecsPerRound)
+	}
+	for _, e := range man.Exits {
+		if c, ok := exitCode[uint64(e.PID)]; !ok || c != int32(e.Status) {
+			t.Errorf("exit of pid %d: code %d (seen %v), want %d", e.PID, c, ok, e.Status)
+		}
+	}
+	if t.Failed() {
+		var b strings.Builder
+		for _, ev := range events {
+			fmt.Fprintf(&b, "%s probe=%s pid=%d name=%s path=%s old=%s created=%v syscall=%s bytes=%d args=%q exit=%v/%d\n", ev.Kind, ev.Probe, ev.Process.PID,
+				ev.Process.Name, ev.Path, ev.OldPath, ev.Created != nil && *ev.Created, ev.Syscall, ev.Bytes, ev.Args, ev.ExitCode != nil, ev.ExitSignal)
+		}
+		t.Logf("events (issue 12 fields):\n%s", b.String())
+	}
 }

@@ -2,6 +2,7 @@ package windows_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
 	probes "github.com/vmi-exporter/vmi-exporter/collector/probes/windows"
@@ -17,6 +19,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect"
 	"github.com/vmi-exporter/vmi-exporter/introspect/driver/sim"
 	"github.com/vmi-exporter/vmi-exporter/introspect/hook"
+	oswin "github.com/vmi-exporter/vmi-exporter/introspect/os/windows"
 	"github.com/vmi-exporter/vmi-exporter/introspect/paging"
 	"github.com/vmi-exporter/vmi-exporter/introspect/profile"
 )
@@ -296,34 +299,7 @@ func TestEndToEnd(t *testing.T) {
 				{collector.KindProcessExit, "MmCleanProcessAddressSpace", func() collector.Process { p := proc(w.child); p.PEB = 0; return p }(), ""},
 			}}
 
-			rec := &recorder{errs: map[string]int{}, notices: map[string]int{}}
-			a := &attacher{w: w, store: store(t, name)}
-			c, err := collector.New(collector.Options{
-				Guests:    []collector.GuestConfig{{Name: "win", Driver: "sim", OS: "windows"}},
-				Attachers: map[string]collector.Attacher{"sim": a},
-				Enabled:   collector.Kinds(),
-				Metrics:   rec, Sinks: []collector.Sink{rec},
-				Backoff: collector.Backoff{Initial: time.Hour},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			errc := make(chan error, 1)
-			go func() { errc <- c.Run(ctx) }()
-			deadline := time.Now().Add(60 * time.Second)
-			for !g.M.Done() && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			time.Sleep(50 * time.Millisecond) // let the queue drain
-			cancel()
-			if err := <-errc; err != nil {
-				t.Fatal(err)
-			}
-			if !g.M.Done() {
-				t.Fatal("guest script did not finish")
-			}
-
+			rec, a := runCollector(t, w, name)
 			rec.mu.Lock()
 			defer rec.mu.Unlock()
 			var got [2][]want
@@ -337,6 +313,13 @@ func TestEndToEnd(t *testing.T) {
 					t.Errorf("guest %+v", ev.Guest)
 				}
 				got[ev.VCPU] = append(got[ev.VCPU], want{ev.Kind, ev.Probe, ev.Process, ev.Path})
+				// The model's EPROCESS.ExitStatus is 0; the win7
+				// fragment profile lacks the field: no code.
+				if ev.Kind == collector.KindProcessExit {
+					if hasField := name != "win7"; (ev.ExitCode != nil) != hasField || (hasField && *ev.ExitCode != 0) {
+						t.Errorf("exit of pid %d: exit code %v, want 0 from the profile's ExitStatus (%v)", ev.Process.PID, ev.ExitCode, hasField)
+					}
+				}
 			}
 			for v := range got {
 				if !slices.Equal(got[v], wants[v]) {
@@ -396,5 +379,134 @@ func TestSourceFor(t *testing.T) {
 	other := newWorld(t, "win11-21H2", 1)
 	if _, err := probes.Attach(t.Context(), other.g.M, profile.ISFFile(file), nil); !errors.Is(err, profile.ErrNoProfile) {
 		t.Errorf("wrong ISF: %v", err)
+	}
+}
+
+// runCollector runs the collector (every kind enabled) on w's guest with
+// profile name until the guest's scripts are done, and returns what it
+// recorded and its attacher.
+func runCollector(t *testing.T, w *world, name string) (*recorder, *attacher) {
+	t.Helper()
+	g := w.g
+	rec := &recorder{errs: map[string]int{}, notices: map[string]int{}}
+	a := &attacher{w: w, store: store(t, name)}
+	c, err := collector.New(collector.Options{
+		Guests:    []collector.GuestConfig{{Name: "win", Driver: "sim", OS: "windows"}},
+		Attachers: map[string]collector.Attacher{"sim": a},
+		Enabled:   collector.Kinds(),
+		Metrics:   rec, Sinks: []collector.Sink{rec},
+		Backoff: collector.Backoff{Initial: time.Hour},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for !g.M.Done() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // let the queue drain
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !g.M.Done() {
+		t.Fatal("guest script did not finish")
+	}
+
+	return rec, a
+}
+
+// utf16Bytes encodes s as UTF-16LE.
+func utf16Bytes(s string) []byte {
+	var b []byte
+	for _, r := range utf16.Encode([]rune(s)) {
+		b = binary.LittleEndian.AppendUint16(b, r)
+	}
+	return b
+}
+
+// TestSetInformationFile: NtSetInformationFile's rename classes give
+// file.rename (from the handle's file to the new name), its disposition
+// classes that delete give file.delete, other classes and undeletes are
+// skipped, and a FileNameLength beyond Length is a decode error.
+func TestSetInformationFile(t *testing.T) {
+	for _, name := range wintest.ProfileNames {
+		if name == "win7" { // the fragment profile has no NtSetInformationFile
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, name, 2)
+			g := w.g
+			va, err := g.UserAlloc(w.notepad, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			newName := `\??\C:\Users\test\Documents\a.txt.locked`
+			u := utf16Bytes(newName)
+			info := make([]byte, 20+len(u))
+			binary.LittleEndian.PutUint32(info[16:], uint32(len(u)))
+			copy(info[20:], u)
+			bad := slices.Clone(info)
+			binary.LittleEndian.PutUint32(bad[16:], uint32(len(u)+2))
+			rename, badRename, del, undel, delEx := va, va+0x200, va+0x400, va+0x410, va+0x420
+			for at, b := range map[introspect.Va][]byte{rename: info, badRename: bad, del: {1}, undel: {0}, delEx: {1, 0, 0, 0}} {
+				if err := w.notepad.AS.Write(at, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var script []sim.Op
+			script = append(script, g.SwitchTo(0, w.notepad)...)
+			// The model's Call writes stack arguments when the script is
+			// built, so each call's class is stored by an op of its own.
+			call := func(args ...uint64) {
+				op, err := g.Call(w.notepad, probes.FuncFileSetInfo, args...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				script = append(script, sim.Write(w.notepad.Stack+0x28, binary.LittleEndian.AppendUint64(nil, args[4])), op)
+			}
+			call(hFile, 0x2000, uint64(rename), uint64(len(info)), oswin.FileRenameInformation)
+			call(hFile, 0x2000, uint64(rename), uint64(len(info)), oswin.FileRenameInformationEx)
+			call(hFile, 0x2000, uint64(badRename), uint64(len(bad)-2), oswin.FileRenameInformation) // decode error
+			call(hFile, 0x2000, uint64(del), 1, oswin.FileDispositionInformation)
+			call(hFile, 0x2000, uint64(undel), 1, oswin.FileDispositionInformation) // skip
+			call(hFile, 0x2000, uint64(delEx), 4, oswin.FileDispositionInformationEx)
+			call(hFile, 0x2000, uint64(del), 40, 4)                                // FileBasicInformation: skip
+			call(hEvent, 0x2000, uint64(del), 1, oswin.FileDispositionInformation) // not a file: skip
+			if err := g.M.Script(0, script...); err != nil {
+				t.Fatal(err)
+			}
+			rec, _ := runCollector(t, w, name)
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			type ev struct {
+				kind          collector.Kind
+				old, path, sc string
+			}
+			var got []ev
+			for _, e := range rec.exports {
+				if e.Probe == probes.FuncFileSetInfo {
+					if e.Process != proc(w.notepad) {
+						t.Errorf("process %+v", e.Process)
+					}
+					got = append(got, ev{e.Kind, e.OldPath, e.Path, e.Syscall})
+				}
+			}
+			want := []ev{
+				{collector.KindFileRename, w.fileName, newName, ""},
+				{collector.KindFileRename, w.fileName, newName, ""},
+				{collector.KindFileDelete, "", w.fileName, "disposition"},
+				{collector.KindFileDelete, "", w.fileName, "disposition"},
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("events\n got %+v\nwant %+v", got, want)
+			}
+			if rec.errs[probes.FuncFileSetInfo+"/skip"] != 3 || rec.errs[probes.FuncFileSetInfo+"/decode"] != 1 {
+				t.Errorf("probe errors %v, want 3 skips and 1 decode error of %s", rec.errs, probes.FuncFileSetInfo)
+			}
+		})
 	}
 }

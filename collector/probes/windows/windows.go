@@ -8,19 +8,38 @@
 //     of the RootDirectory handle's object when it is set; it is read from
 //     the caller's (user) memory, so a paged-out page makes Decode return
 //     the translation error and the engine injects #PF and retries.
+//
 //   - file.write: NtWriteFile(FileHandle, ...). The handle is resolved
 //     through the caller's handle table (kernel handles through System's);
 //     the path is the FILE_OBJECT's device path and file name. A handle to
 //     something other than a file (a pipe is a file too; an event, a
 //     section are not), a free or invalid handle are skipped
 //     (collector.ErrSkip, counted by the collector).
+//
 //   - process.start: PspInsertProcess(NewProcess, Parent, ...): pid, parent
 //     pid, image name, image base and PEB of the new EPROCESS. As the seed
 //     does, the Parent argument is checked against the EPROCESS's
 //     InheritedFromUniqueProcessId; a mismatch is counted and logged (the
 //     event keeps the EPROCESS field), not fatal.
+//
 //   - process.exit: MmCleanProcessAddressSpace(Process): pid, parent pid,
-//     image name and image base of the exiting process.
+//     image name and image base of the exiting process, and its exit code
+//     (EPROCESS.ExitStatus: the ExitProcess value or the NTSTATUS that
+//     ended it; none while it still reads STATUS_PENDING).
+//
+//   - file.rename and file.delete: NtSetInformationFile(FileHandle,
+//     IoStatusBlock, FileInformation, Length, FileInformationClass), the
+//     one system call through which Win32 MoveFileEx, DeleteFile and
+//     SetFileInformationByHandle reach the file system. The class is read
+//     first (other classes are skipped); FileRenameInformation(Ex) gives
+//     a rename from the handle's file to FILE_RENAME_INFORMATION's name
+//     (joined to its RootDirectory's path), FileDispositionInformation
+//     (Ex) that sets delete a delete of the handle's file. Not seen:
+//     deletes by FILE_DELETE_ON_CLOSE at NtCreateFile, and the in-kernel
+//     callers of IoSetInformation.
+//
+// Not yet: process.exec (PspInsertProcess is the start event and the
+// image name is already its; no separate exec exists on Windows).
 package windows
 
 import (
@@ -28,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 
 	"github.com/vmi-exporter/vmi-exporter/collector"
@@ -47,6 +67,9 @@ const (
 	FuncFileWrite    = "NtWriteFile"
 	FuncProcessStart = "PspInsertProcess"
 	FuncProcessExit  = "MmCleanProcessAddressSpace"
+	// FuncFileSetInfo gives file.rename and file.delete (one probe for
+	// both: a function is hooked once).
+	FuncFileSetInfo = "NtSetInformationFile"
 )
 
 // Guest is a Windows guest's OS layer as the collector sees it. It
@@ -134,10 +157,19 @@ func (g *Guest) Counters() map[string]uint64 {
 }
 
 // Probes returns the probes of the enabled kinds among file.create,
-// file.write, process.start and process.exit; other kinds come from the
-// hook engine and are ignored here.
+// file.write, file.rename, file.delete, process.start and process.exit;
+// other kinds come from the hook engine and are ignored here. Renames and
+// deletes share the NtSetInformationFile probe, listed under file.rename
+// when that kind is enabled, else under file.delete; its decoder skips
+// the class of a kind that is not enabled.
 func (g *Guest) Probes(enabled []collector.Kind) ([]collector.Probe, error) {
+	rename, del := slices.Contains(enabled, collector.KindFileRename), slices.Contains(enabled, collector.KindFileDelete)
+	setInfo := collector.ProbeSpec{Kind: collector.KindFileRename, Func: FuncFileSetInfo, Decode: g.decodeSetInfo(rename, del), Optional: true}
+	if !rename {
+		setInfo.Kind = collector.KindFileDelete
+	}
 	return collector.SelectProbes(enabled, []collector.ProbeSpec{
+		setInfo,
 		{Kind: collector.KindFileCreate, Func: FuncFileCreate, Decode: g.decodeCreate},
 		{Kind: collector.KindFileWrite, Func: FuncFileWrite, Decode: g.decodeWrite},
 		{Kind: collector.KindProcessStart, Func: FuncProcessStart, Decode: g.decodeStart},
@@ -219,29 +251,101 @@ func (g *Guest) decodeWrite(h *hook.Hit, ev *collector.Event) error {
 	if err != nil {
 		return err
 	}
-	obj, err := g.os.HandleToObject(root, proc, handle)
-	if errors.Is(err, oswin.ErrNoObject) || errors.Is(err, oswin.ErrBadHandle) {
-		return skip("handle %#x: %v", handle, err)
-	}
+	path, err := g.filePath(root, proc, handle)
 	if err != nil {
-		return fmt.Errorf("handle %#x: %w", handle, err)
-	}
-	typ, err := g.os.ObjectTypeName(root, obj)
-	if err != nil {
-		return fmt.Errorf("handle %#x: %w", handle, err)
-	}
-	if typ != "File" {
-		return skip("handle %#x is a %s, not a file", handle, typ)
-	}
-	path, err := g.os.FileObjectPath(root, obj)
-	if err != nil {
-		return fmt.Errorf("handle %#x: %w", handle, err)
+		return err
 	}
 	if err := g.process(root, proc, &ev.Process); err != nil {
 		return fmt.Errorf("caller: %w", err)
 	}
 	ev.Path = path
 	return nil
+}
+
+// filePath returns the path of the file a handle of proc refers to;
+// handles to other objects, free or invalid handles are skipped.
+func (g *Guest) filePath(root introspect.Pa, proc introspect.Va, handle uint64) (string, error) {
+	obj, err := g.os.HandleToObject(root, proc, handle)
+	if errors.Is(err, oswin.ErrNoObject) || errors.Is(err, oswin.ErrBadHandle) {
+		return "", skip("handle %#x: %v", handle, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("handle %#x: %w", handle, err)
+	}
+	typ, err := g.os.ObjectTypeName(root, obj)
+	if err != nil {
+		return "", fmt.Errorf("handle %#x: %w", handle, err)
+	}
+	if typ != "File" {
+		return "", skip("handle %#x is a %s, not a file", handle, typ)
+	}
+	path, err := g.os.FileObjectPath(root, obj)
+	if err != nil {
+		return "", fmt.Errorf("handle %#x: %w", handle, err)
+	}
+	return path, nil
+}
+
+// decodeSetInfo decodes NtSetInformationFile(FileHandle, IoStatusBlock,
+// FileInformation, Length, FileInformationClass): the rename classes give
+// a file.rename (the handle's file to the new name), the disposition
+// classes that set delete a file.delete; other classes are skipped before
+// any read but the class (the fifth argument, on the stack).
+func (g *Guest) decodeSetInfo(rename, del bool) func(*hook.Hit, *collector.Event) error {
+	return func(h *hook.Hit, ev *collector.Event) error {
+		regs, root, proc, err := g.begin(h)
+		if err != nil {
+			return err
+		}
+		class, err := g.os.Arg(regs, 4)
+		if err != nil {
+			return err
+		}
+		class &= 0xffffffff
+		isRename := class == oswin.FileRenameInformation || class == oswin.FileRenameInformationEx
+		isDelete := class == oswin.FileDispositionInformation || class == oswin.FileDispositionInformationEx
+		if !(isRename && rename) && !(isDelete && del) {
+			return skip("information class %d", class)
+		}
+		info, err := g.os.Arg(regs, 2)
+		if err != nil {
+			return err
+		}
+		if isDelete {
+			yes, err := g.os.DispositionDeletes(root, introspect.Va(info), class)
+			if err != nil {
+				return err
+			}
+			if !yes {
+				return skip("disposition clears delete")
+			}
+		}
+		handle, err := g.os.Arg(regs, 0)
+		if err != nil {
+			return err
+		}
+		path, err := g.filePath(root, proc, handle)
+		if err != nil {
+			return err
+		}
+		if isRename {
+			length, err := g.os.Arg(regs, 3)
+			if err != nil {
+				return err
+			}
+			to, err := g.os.RenameTarget(root, proc, introspect.Va(info), length&0xffffffff)
+			if err != nil {
+				return err
+			}
+			ev.Kind, ev.OldPath, ev.Path = collector.KindFileRename, path, to
+		} else {
+			ev.Kind, ev.Path, ev.Syscall = collector.KindFileDelete, path, "disposition"
+		}
+		if err := g.process(root, proc, &ev.Process); err != nil {
+			return fmt.Errorf("caller: %w", err)
+		}
+		return nil
+	}
 }
 
 func (g *Guest) processArg(regs *amd64.Registers, i int) (introspect.Va, error) {
@@ -294,6 +398,19 @@ func (g *Guest) decodeExit(h *hook.Hit, ev *collector.Event) error {
 		return fmt.Errorf("exiting process: %w", err)
 	}
 	ev.Process.PEB = 0 // the address space is being torn down
+	// PspExitThread stores the status in the EPROCESS before the last
+	// thread tears the address space down; a process still "pending" has
+	// none to report.
+	// A profile without the field gives no exit code, not an error.
+	st, err := g.os.ExitStatus(oswin.Root(regs), proc)
+	switch {
+	case errors.Is(err, profile.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("exiting process: %w", err)
+	case st != oswin.StatusPending:
+		c := int32(st)
+		ev.ExitCode = &c
+	}
 	return nil
 }
 

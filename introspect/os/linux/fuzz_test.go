@@ -284,3 +284,64 @@ func FuzzProcessList(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNewKindReaders runs the readers of the rename, delete, create, exec
+// and exit probes on a forged task, file and directory: ChildPath (the
+// pwd's struct path and a dentry), FileOpenFlags, ExitCode and Args (whose
+// mm, argument area and page-table root all come from the input). Bad
+// data must give an error, never a panic, an over-long path or more
+// arguments or bytes than the bounds.
+func FuzzNewKindReaders(f *testing.F) {
+	seed := seedBuilder(validSeed())
+	f.Add([]byte(seed))
+	args := seedBuilder(append([]byte(nil), seed...))
+	args = append(args, make([]byte, 0x40)...)
+	binary.LittleEndian.PutUint64(args[0x1c0+linuxtest.MMArgStart:], linuxtest.UserBase)
+	binary.LittleEndian.PutUint64(args[0x1c0+linuxtest.MMArgEnd:], linuxtest.UserBase+1<<20)
+	f.Add([]byte(args))
+	f.Add([]byte{})
+	fg := newFuzzGuest(f)
+	const maxArgs, maxBytes = 4, 64
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fg.load(data)
+		fg.o.Flush()
+		p, err := fg.o.ChildPath(fg.base+0x260+linuxtest.FSPwd, fg.base+fzDentry)
+		checkPath(t, p, err)
+		_, _, _ = fg.o.FileOpenFlags(fg.base + 0x180)
+		_, _ = fg.o.ExitCode(fg.base + fzTask)
+		task, err := fg.o.Task(fg.base + fzTask)
+		if err != nil {
+			return
+		}
+		a, _, err := fg.o.Args(&task, maxArgs, maxBytes)
+		n := 0
+		for _, s := range a {
+			n += len(s) + 1
+		}
+		if len(a) > maxArgs || n > maxBytes+1 || (err != nil && a != nil) {
+			t.Fatalf("args %q (%d bytes), %v", a, n, err)
+		}
+	})
+}
+
+// FuzzSplitArgs: at most maxCount strings, none longer than the input,
+// and truncated whenever strings were left out.
+func FuzzSplitArgs(f *testing.F) {
+	f.Add([]byte("rm\x00-f\x00/tmp/x\x00"), 2)
+	f.Add([]byte("cut"), 4)
+	f.Add([]byte{0, 0, 0}, 1)
+	f.Fuzz(func(t *testing.T, b []byte, maxCount int) {
+		maxCount = max(maxCount%64, 0)
+		args, cut := linux.SplitArgs(b, maxCount)
+		n := 0
+		for _, a := range args {
+			n += len(a) + 1
+		}
+		if len(args) > maxCount || n > len(b)+1 {
+			t.Fatalf("%q (max %d): %q", b, maxCount, args)
+		}
+		if !cut && n != len(b) {
+			t.Fatalf("%q (max %d): %q not truncated but %d of %d bytes", b, maxCount, args, n, len(b))
+		}
+	})
+}

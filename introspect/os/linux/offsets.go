@@ -19,9 +19,21 @@ type offsets struct {
 
 	mmExeFile, mmPgd uint64
 	hasPgd           bool
+	// mm_struct.arg_start/arg_end (process.exec argv) and
+	// task_struct.exit_code (process.exit status).
+	mmArgStart, mmArgEnd uint64
+	hasArgs              bool
+	taskExitCode         uint64
+	hasExitCode          bool
 
 	filePath, fileInode uint64
 	hasFileInode        bool
+	// file.f_flags and f_mode: O_CREAT and FMODE_CREATED at vfs_open.
+	fileFlags, fileMode uint64
+	hasFileFlags        bool
+	// io_kiocb.file/opcode and io_rw.addr/len: io_uring writes.
+	ioReqFile, ioReqOpcode, ioRwAddr, ioRwLen uint64
+	hasIOUring                                bool
 
 	pathMnt, pathDentry uint64
 
@@ -120,9 +132,14 @@ func resolveOffsets(p *profile.Profile) (offsets, error) {
 
 	req(&o.mmExeFile, "mm_struct", "exe_file")
 	o.hasPgd = opt(&o.mmPgd, "mm_struct", "pgd")
+	o.hasArgs = opt(&o.mmArgStart, "mm_struct", "arg_start") && opt(&o.mmArgEnd, "mm_struct", "arg_end")
+	o.hasExitCode = opt(&o.taskExitCode, "task_struct", "exit_code")
 
 	req(&o.filePath, "file", "f_path")
 	o.hasFileInode = opt(&o.fileInode, "file", "f_inode")
+	o.hasFileFlags = opt(&o.fileFlags, "file", "f_flags") && opt(&o.fileMode, "file", "f_mode")
+	o.hasIOUring = opt(&o.ioReqFile, "io_kiocb", "file") && opt(&o.ioReqOpcode, "io_kiocb", "opcode") &&
+		opt(&o.ioRwAddr, "io_rw", "addr") && opt(&o.ioRwLen, "io_rw", "len")
 	req(&o.pathMnt, "path", "mnt")
 	req(&o.pathDentry, "path", "dentry")
 

@@ -25,16 +25,7 @@ func (o *OS) FilePath(file introspect.Va) (string, error) {
 	if !o.isKernelPtr(uint64(file)) {
 		return "", fmt.Errorf("file %v: %w", file, ErrBadPointer)
 	}
-	p := file + introspect.Va(o.off.filePath)
-	mnt, err := o.ptr(p+introspect.Va(o.off.pathMnt), "file f_path.mnt")
-	if err != nil {
-		return "", err
-	}
-	d, err := o.ptr(p+introspect.Va(o.off.pathDentry), "file f_path.dentry")
-	if err != nil {
-		return "", err
-	}
-	return o.DentryPath(mnt, d)
+	return o.PathAt(file + introspect.Va(o.off.filePath))
 }
 
 // FileMode returns the i_mode of the file's inode (f_inode).

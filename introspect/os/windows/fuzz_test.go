@@ -312,3 +312,30 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		t.Errorf("OA seed %q %v %v", n, ok, err)
 	}
 }
+
+// FuzzSetInformation runs the NtSetInformationFile decoders on forged
+// FILE_RENAME_INFORMATION and FILE_DISPOSITION_INFORMATION(_EX) buffers of
+// any claimed length: errors, never a panic or a name beyond the bound.
+func FuzzSetInformation(fz *testing.F) {
+	f := getForge(fz)
+	s := f.newSeed()
+	name := []byte("x\x00.\x00l\x00")
+	binary.LittleEndian.PutUint32(s.b[16:], uint32(len(name)))
+	copy(s.b[20:], name)
+	fz.Add(s.b[:0x40], uint64(20+len(name)), uint64(windows.FileRenameInformation))
+	root := f.newSeed()
+	copy(root.b, s.b[:0x40])
+	root.put(8, 0x48) // RootDirectory handle
+	fz.Add(root.b[:0x40], uint64(0x40), uint64(windows.FileRenameInformationEx))
+	fz.Add([]byte{1}, uint64(1), uint64(windows.FileDispositionInformation))
+	fz.Add([]byte{1, 0, 0, 0}, uint64(4), uint64(windows.FileDispositionInformationEx))
+	fz.Fuzz(func(t *testing.T, data []byte, length, class uint64) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.load(t, data)
+		if n, err := f.s.os.RenameTarget(f.root(), f.s.notepad.EPROCESS, f.at, length); err == nil && len(n) > 3*windows.MaxUnicodeBytes/2+4096 {
+			t.Fatalf("name of %d bytes", len(n))
+		}
+		f.s.os.DispositionDeletes(f.root(), f.at, class)
+	})
+}

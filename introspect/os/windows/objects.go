@@ -322,16 +322,24 @@ func (o *OS) ObjectAttributesName(root introspect.Pa, proc, oa introspect.Va) (n
 	if err != nil {
 		return "", false, err
 	}
+	name, err = o.underRoot(root, proc, rootDir, name)
+	return name, err == nil, err
+}
+
+// underRoot joins name to the path of the object the RootDirectory handle
+// rootDir refers to (a file's path or a named object's); a zero handle
+// leaves name as it is.
+func (o *OS) underRoot(root introspect.Pa, proc introspect.Va, rootDir uint64, name string) (string, error) {
 	if rootDir == 0 {
-		return name, true, nil
+		return name, nil
 	}
 	obj, err := o.HandleToObject(root, proc, rootDir)
 	if err != nil {
-		return "", false, fmt.Errorf("RootDirectory: %w", err)
+		return "", fmt.Errorf("RootDirectory: %w", err)
 	}
 	typ, err := o.ObjectTypeName(root, obj)
 	if err != nil {
-		return "", false, fmt.Errorf("RootDirectory: %w", err)
+		return "", fmt.Errorf("RootDirectory: %w", err)
 	}
 	var prefix string
 	if typ == "File" {
@@ -340,13 +348,83 @@ func (o *OS) ObjectAttributesName(root introspect.Pa, proc, oa introspect.Va) (n
 		prefix, err = o.ObjectPath(root, obj)
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("RootDirectory: %w", err)
+		return "", fmt.Errorf("RootDirectory: %w", err)
 	}
 	if name == "" {
-		return prefix, true, nil
+		return prefix, nil
 	}
 	if !strings.HasSuffix(prefix, `\`) {
 		prefix += `\`
 	}
-	return prefix + name, true, nil
+	return prefix + name, nil
+}
+
+// Information classes of NtSetInformationFile (FILE_INFORMATION_CLASS)
+// that rename or delete.
+const (
+	FileRenameInformation        = 10
+	FileDispositionInformation   = 13
+	FileDispositionInformationEx = 64
+	FileRenameInformationEx      = 65
+)
+
+// Layout of FILE_RENAME_INFORMATION on x64 (a documented ABI the kernel's
+// PDB has no type for): ReplaceIfExists or Flags, RootDirectory, then
+// FileNameLength and the name's UTF-16 bytes.
+const (
+	renameRootDir    = 8
+	renameNameLength = 16
+	renameName       = 20
+)
+
+// fileDispositionDelete is FILE_DISPOSITION_DELETE of
+// FILE_DISPOSITION_INFORMATION_EX.Flags.
+const fileDispositionDelete = 0x1
+
+// RenameTarget returns the new name of a FILE_RENAME_INFORMATION(_EX) of
+// length bytes at info in the caller's memory, joined to its
+// RootDirectory's path when it has one. The name's length is bounded by
+// length and MaxUnicodeBytes.
+func (o *OS) RenameTarget(root introspect.Pa, proc, info introspect.Va, length uint64) (string, error) {
+	if info == 0 || length < renameName {
+		return "", fmt.Errorf("FILE_RENAME_INFORMATION at %v, %d bytes: %w", info, length, ErrCorrupt)
+	}
+	n, err := o.mem.ReadU32(root, info+renameNameLength)
+	if err != nil {
+		return "", fmt.Errorf("read FILE_RENAME_INFORMATION.FileNameLength at %v: %w", info, err)
+	}
+	if n == 0 || n&1 != 0 || n > MaxUnicodeBytes || uint64(n) > length-renameName {
+		return "", fmt.Errorf("FILE_RENAME_INFORMATION at %v: FileNameLength %d of %d bytes: %w", info, n, length, ErrCorrupt)
+	}
+	name, err := o.mem.ReadUTF16(root, info+renameName, int(n), MaxUnicodeBytes)
+	if err != nil {
+		return "", fmt.Errorf("FILE_RENAME_INFORMATION at %v: %w", info, err)
+	}
+	rootDir, err := o.u64(root, info+renameRootDir, "FILE_RENAME_INFORMATION.RootDirectory")
+	if err != nil {
+		return "", err
+	}
+	return o.underRoot(root, proc, rootDir, name)
+}
+
+// DispositionDeletes reports whether a FILE_DISPOSITION_INFORMATION
+// (DeleteFile, a BOOLEAN) or, for FileDispositionInformationEx, a
+// FILE_DISPOSITION_INFORMATION_EX (Flags) at info marks the file for
+// deletion.
+func (o *OS) DispositionDeletes(root introspect.Pa, info introspect.Va, class uint64) (bool, error) {
+	if info == 0 {
+		return false, fmt.Errorf("FILE_DISPOSITION_INFORMATION at NULL: %w", ErrCorrupt)
+	}
+	if class == FileDispositionInformationEx {
+		f, err := o.mem.ReadU32(root, info)
+		if err != nil {
+			return false, fmt.Errorf("read FILE_DISPOSITION_INFORMATION_EX.Flags at %v: %w", info, err)
+		}
+		return f&fileDispositionDelete != 0, nil
+	}
+	b, err := o.mem.ReadU8(root, info)
+	if err != nil {
+		return false, fmt.Errorf("read FILE_DISPOSITION_INFORMATION.DeleteFile at %v: %w", info, err)
+	}
+	return b != 0, nil
 }

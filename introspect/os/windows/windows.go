@@ -58,6 +58,8 @@ type layout struct {
 	imageNameLen                                                             uint64
 	kpDTB, kpUserDTB                                                         uint64
 	hasUserDTB                                                               bool
+	epExitStatus                                                             uint64
+	hasExitStatus                                                            bool
 	kpcrPrcb, prcbThread                                                     uint64
 	thApcProcess, thProcess                                                  uint64
 	htTableCode, hteSize                                                     uint64
@@ -161,6 +163,9 @@ func New(prof *profile.Profile, mem *paging.Memory, base introspect.Va) (*OS, er
 	}
 	if v, e := prof.Offset("_KPROCESS", "UserDirectoryTableBase"); e == nil {
 		l.kpUserDTB, l.hasUserDTB = v, true
+	}
+	if v, e := prof.Offset("_EPROCESS", "ExitStatus"); e == nil {
+		l.epExitStatus, l.hasExitStatus = v, true
 	}
 	if f, e := prof.Field("_HANDLE_TABLE_ENTRY", "ObjectPointerBits"); e == nil && f.Type.Kind == profile.KindBitfield {
 		if f.Offset != 0 || int(f.Type.BitPos)+int(f.Type.BitLen) > 64 || f.Type.BitLen+4 > 60 {
@@ -347,6 +352,24 @@ func (o *OS) CurrentProcess(regs *amd64.Registers) (introspect.Va, error) {
 // ProcessID returns EPROCESS.UniqueProcessId.
 func (o *OS) ProcessID(root introspect.Pa, proc introspect.Va) (uint64, error) {
 	return o.u64(root, proc+introspect.Va(o.l.epPid), "EPROCESS.UniqueProcessId")
+}
+
+// StatusPending is STATUS_PENDING, the ExitStatus of a process that has
+// not been terminated.
+const StatusPending = 0x103
+
+// ExitStatus returns EPROCESS.ExitStatus: the process's exit code (the
+// NTSTATUS or ExitProcess value) once it is terminating, StatusPending
+// before.
+func (o *OS) ExitStatus(root introspect.Pa, proc introspect.Va) (uint32, error) {
+	if !o.l.hasExitStatus {
+		return 0, fmt.Errorf("_EPROCESS.ExitStatus not in profile: %w", profile.ErrNotFound)
+	}
+	v, err := o.mem.ReadU32(root, proc+introspect.Va(o.l.epExitStatus))
+	if err != nil {
+		return 0, fmt.Errorf("read EPROCESS.ExitStatus at %v: %w", proc, err)
+	}
+	return v, nil
 }
 
 // ParentID returns EPROCESS.InheritedFromUniqueProcessId.

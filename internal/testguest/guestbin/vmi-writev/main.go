@@ -15,7 +15,17 @@
 //	open(path, O_WRONLY|O_CREAT|O_APPEND) + writev("round R writev second", "\n")
 //
 // then reports the file on standard output as one manifest line (one
-// write(2)) and exits with status 0.
+// write(2)). It then copies that file by the three other paths by which
+// data reaches a file, one call each, into new files, renames the last one
+// and reports each (see CopyFile, RenamedFile):
+//
+//	sendfile(2)        path.s <- path         "VMI copy ... syscall=sendfile"
+//	splice(2)          path.p <- a pipe        "VMI copy ... syscall=splice"
+//	copy_file_range(2) path.c <- path         "VMI copy ... syscall=copy_file_range"
+//	rename(2)          path.c -> path.moved   "VMI rename ..."
+//	io_uring WRITE     path.u <- its bytes    "VMI copy ... syscall=io_uring"
+//
+// and exits with status 0.
 //
 // Being a Go program it runs several threads, and it ends them all at once
 // with exit_group(2): the workload's one multi-threaded exit, which the
@@ -36,6 +46,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -58,10 +69,154 @@ func main() {
 	n += writeFile(path, syscall.O_APPEND, second)
 	line := "VMI file path=" + path + " pid=" + strconv.Itoa(os.Getpid()) +
 		" opens=2 writes=2 bytes=" + strconv.Itoa(n) + " round=" + round + "\n"
+	report(line)
+	copies(round, path, n)
+	os.Exit(0)
+}
+
+// report writes one manifest line with one write(2).
+func report(line string) {
 	if _, err := syscall.Write(1, []byte(line)); err != nil {
 		fail("report", err)
 	}
-	os.Exit(0)
+}
+
+// sysCopyFileRange is copy_file_range(2) on linux/amd64 (the syscall
+// package predates it).
+const sysCopyFileRange = 326
+
+// copies copies src (n bytes) by sendfile, splice and copy_file_range,
+// one call each, and renames the copy_file_range one.
+func copies(round, src string, n int) {
+	pid := strconv.Itoa(os.Getpid())
+	in, err := syscall.Open(src, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		fail("open "+src, err)
+	}
+	copied := func(dst, family string, r uintptr, errno error) {
+		if errno != nil {
+			fail(family+" "+dst, errno)
+		}
+		if int(r) != n {
+			fail(family+" "+dst+": copied "+strconv.Itoa(int(r))+" bytes", nil)
+		}
+		report("VMI copy path=" + dst + " pid=" + pid + " syscall=" + family + " calls=1 bytes=" + strconv.Itoa(n) + " round=" + round + "\n")
+	}
+
+	dst := src + ".s"
+	out := create(dst)
+	off := int64(0)
+	w, err := syscall.Sendfile(out, in, &off, n)
+	copied(dst, "sendfile", uintptr(w), err)
+	syscall.Close(out)
+
+	dst = src + ".p"
+	out = create(dst)
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		fail("pipe", err)
+	}
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = 'p'
+	}
+	if _, err := syscall.Write(p[1], data); err != nil {
+		fail("write pipe", err)
+	}
+	w64, err := syscall.Splice(p[0], nil, out, nil, n, 0)
+	copied(dst, "splice", uintptr(w64), err)
+	syscall.Close(p[0])
+	syscall.Close(p[1])
+	syscall.Close(out)
+
+	dst = src + ".c"
+	out = create(dst)
+	r, _, errno := syscall.Syscall6(sysCopyFileRange, uintptr(in), 0, uintptr(out), 0, uintptr(n), 0)
+	var e error
+	if errno != 0 {
+		e = errno
+	}
+	copied(dst, "copy_file_range", r, e)
+	syscall.Close(out)
+	syscall.Close(in)
+
+	moved := src + ".moved"
+	if err := syscall.Rename(dst, moved); err != nil {
+		fail("rename "+dst, err)
+	}
+	report("VMI rename old=" + dst + " new=" + moved + " pid=" + pid + " round=" + round + "\n")
+
+	dst = src + ".u"
+	out = create(dst)
+	ur := uringWrite(out, data)
+	copied(dst, "io_uring", uintptr(ur), nil)
+	syscall.Close(out)
+}
+
+// io_uring system calls and layout (include/uapi/linux/io_uring.h).
+const (
+	sysIOUringSetup = 425
+	sysIOUringEnter = 426
+	opWrite         = 23 // IORING_OP_WRITE
+	enterGetEvents  = 1
+	offSQRing       = 0
+	offCQRing       = 0x8000000
+	offSQEs         = 0x10000000
+)
+
+// uringWrite writes b to fd at offset 0 with one IORING_OP_WRITE through
+// a one-entry ring, waits for its completion and returns its result.
+func uringWrite(fd int, b []byte) int {
+	var p [120]byte // struct io_uring_params
+	rfd, _, errno := syscall.Syscall(sysIOUringSetup, 1, uintptr(unsafe.Pointer(&p[0])), 0)
+	if errno != 0 {
+		fail("io_uring_setup", errno)
+	}
+	u32 := func(b []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
+	sqEntries, cqEntries := *u32(p[:], 0), *u32(p[:], 4)
+	sqArray, cqes := *u32(p[:], 64), *u32(p[:], 100)
+	mm := func(off int64, n int) []byte {
+		m, err := syscall.Mmap(int(rfd), off, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE)
+		if err != nil {
+			fail("io_uring mmap", err)
+		}
+		return m
+	}
+	sq := mm(offSQRing, int(sqArray+4*sqEntries))
+	cq := mm(offCQRing, int(cqes+16*cqEntries))
+	sqe := mm(offSQEs, int(64*sqEntries))
+	sqe[0] = opWrite
+	*(*int32)(unsafe.Pointer(&sqe[4])) = int32(fd)
+	*(*uint64)(unsafe.Pointer(&sqe[16])) = uint64(uintptr(unsafe.Pointer(&b[0])))
+	*u32(sqe, 24) = uint32(len(b))
+	tail := u32(sq, int(*u32(p[:], 44)))
+	mask := *u32(sq, int(*u32(p[:], 48)))
+	*u32(sq, int(sqArray+4*(*tail&mask))) = 0
+	atomic.AddUint32(tail, 1)
+	if _, _, errno := syscall.Syscall6(sysIOUringEnter, rfd, 1, 1, enterGetEvents, 0, 0); errno != 0 {
+		fail("io_uring_enter", errno)
+	}
+	head := atomic.LoadUint32(u32(cq, int(*u32(p[:], 80))))
+	cmask := *u32(cq, int(*u32(p[:], 88)))
+	res := *(*int32)(unsafe.Pointer(&cq[int(cqes)+16*int(head&cmask)+8]))
+	runtime.KeepAlive(b)
+	if res < 0 {
+		fail("io_uring write", syscall.Errno(-res))
+	}
+	syscall.Munmap(sqe)
+	syscall.Munmap(cq)
+	syscall.Munmap(sq)
+	syscall.Close(int(rfd))
+	return int(res)
+}
+
+// create makes a new file for writing.
+func create(path string) int {
+	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		fail("create "+path, err)
+	}
+	return fd
 }
 
 // flood creates path and makes n (a decimal count) write(2) calls of

@@ -34,18 +34,24 @@ const (
 
 // Symbols holds the link addresses of the synthetic kernel's symbols.
 var Symbols = map[string]uint64{
-	"_text":            LinkBase,
-	"_etext":           LinkBase + 0x1f_0000,
-	"linux_banner":     LinkBase + bannerOff,
-	"init_top_pgt":     LinkBase + initPgtOff,
-	"entry_SYSCALL_64": LinkBase + 0x100,
-	"current_task":     PerCPUCur,
-	"init_task":        LinkBase + initTaskOff,
-	"do_sys_openat2":   LinkBase + 0x1000,
-	"vfs_write":        LinkBase + 0x2000,
-	"wake_up_new_task": LinkBase + 0x3000,
-	"do_exit":          LinkBase + 0x4000,
-	"taskstats_exit":   LinkBase + 0x4800,
+	"_text":                LinkBase,
+	"_etext":               LinkBase + 0x1f_0000,
+	"linux_banner":         LinkBase + bannerOff,
+	"init_top_pgt":         LinkBase + initPgtOff,
+	"entry_SYSCALL_64":     LinkBase + 0x100,
+	"current_task":         PerCPUCur,
+	"init_task":            LinkBase + initTaskOff,
+	"do_sys_openat2":       LinkBase + 0x1000,
+	"vfs_open":             LinkBase + 0x1400,
+	"security_path_rename": LinkBase + 0x5000,
+	"security_path_unlink": LinkBase + 0x5400,
+	"do_splice":            LinkBase + 0x5800,
+	"do_sendfile":          LinkBase + 0x5c00,
+	"proc_exec_connector":  LinkBase + 0x6000,
+	"vfs_write":            LinkBase + 0x2000,
+	"wake_up_new_task":     LinkBase + 0x3000,
+	"do_exit":              LinkBase + 0x4000,
+	"taskstats_exit":       LinkBase + 0x4800,
 }
 
 func st(name string, size uint64, fields ...profile.Field) *profile.Struct {
@@ -80,7 +86,10 @@ const (
 	TaskTasks                                          = 0x8c0
 	TaskSize                                           = 0x2000
 	MMExeFile, MMPgd                                   = 0x3a0, 0x48
+	MMArgStart, MMArgEnd                               = 0x138, 0x140
+	TaskExitCode                                       = 0x908
 	FilePath, FileInode                                = 0x10, 0x20
+	FileFlags, FileMode                                = 0x40, 0x44
 	DentryParent, DentryName, DentryInode              = 0x18, 0x20, 0x30
 	QstrLen, QstrName                                  = 0x4, 0x8
 	FilesFdt, FdtMaxFDs, FdtFD                         = 0x20, 0x0, 0x8
@@ -102,9 +111,11 @@ func Profile() *profile.Profile {
 		fi("real_parent", TaskRealParent, tPtr), fi("group_leader", TaskGroupLeader, tPtr),
 		fi("mm", TaskMM, tPtr), fi("comm", TaskComm, tComm), fi("fs", TaskFS, tPtr),
 		fi("files", TaskFiles, tPtr), fi("signal", TaskSignal, tPtr),
-		fi("tasks", TaskTasks, tStruct("list_head", 16)))
-	p.Types["mm_struct"] = st("mm_struct", 0x400, fi("exe_file", MMExeFile, tPtr), fi("pgd", MMPgd, tPtr))
-	p.Types["file"] = st("file", 0x100, fi("f_path", FilePath, tStruct("path", 16)), fi("f_inode", FileInode, tPtr))
+		fi("tasks", TaskTasks, tStruct("list_head", 16)), fi("exit_code", TaskExitCode, tInt))
+	p.Types["mm_struct"] = st("mm_struct", 0x400, fi("exe_file", MMExeFile, tPtr), fi("pgd", MMPgd, tPtr),
+		fi("arg_start", MMArgStart, tU64), fi("arg_end", MMArgEnd, tU64))
+	p.Types["file"] = st("file", 0x100, fi("f_path", FilePath, tStruct("path", 16)), fi("f_inode", FileInode, tPtr),
+		fi("f_flags", FileFlags, tU32), fi("f_mode", FileMode, tU32))
 	p.Types["path"] = st("path", 16, fi("mnt", 0, tPtr), fi("dentry", 8, tPtr))
 	p.Types["dentry"] = st("dentry", 0xc0, fi("d_parent", DentryParent, tPtr),
 		fi("d_name", DentryName, tStruct("qstr", 16)), fi("d_inode", DentryInode, tPtr))
@@ -465,4 +476,9 @@ func (g *Guest) SetFD(task introspect.Va, fd int, file introspect.Va) {
 // SetCurrent makes task the current task of vCPU v.
 func (g *Guest) SetCurrent(v int, task introspect.Va) {
 	g.PutU64(introspect.Va(g.Regs[v].GSBase)+PerCPUCur, uint64(task))
+}
+
+// U64 reads a 64-bit value at a kernel (direct map or image) address.
+func (g *Guest) U64(va introspect.Va) uint64 {
+	return binary.LittleEndian.Uint64(g.RAM[g.pa(va):])
 }
