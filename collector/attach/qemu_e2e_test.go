@@ -869,6 +869,12 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 // The periodic kernel check notices, the session ends (hooks removed) and
 // the supervisor attaches to the new kernel; its file writes are decoded
 // again.
+//
+// It runs on the gdbstub engine. On the plugin it passed every local run,
+// but once, on a machine at a load of about 10, the guest never came back
+// from the reset (no register samples, no answer to poweroff) and the
+// cause is not known yet; until it is, the check that reboots are handled
+// (which is the collector's, whatever the engine) does not depend on it.
 func TestGuestRebooted(t *testing.T) {
 	skipE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
@@ -880,8 +886,8 @@ func TestGuestRebooted(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	ctl := filepath.Join(dir, "ctl.qmp") // the host's own QMP; the driver holds the other
-	g, assets := bootGuest(ctx, t, withPlugin(t, testguest.Options{Dir: dir, Reboot: true, LoopIntervalMS: 20,
-		ExtraArgs: []string{"-qmp", "unix:" + ctl + ",server=on,wait=off"}}))
+	g, assets := bootGuest(ctx, t, testguest.Options{Dir: dir, Reboot: true, LoopIntervalMS: 20,
+		ExtraArgs: []string{"-qmp", "unix:" + ctl + ",server=on,wait=off"}})
 
 	c, sink, m := newCollector(t, g, assets, collector.Options{
 		Backoff:        collector.Backoff{Initial: 200 * time.Millisecond, Max: time.Second},
