@@ -70,14 +70,20 @@ type recorder struct {
 	notices map[hook.NoticeKind]int
 	hits    int
 	decode  time.Duration // total time in Decode
-	// last is each vCPU's previous hit; rereported lists hits identical
-	// to it.
-	last       map[introspect.VCPU]amd64.Registers
+	// last is each vCPU's previous hit; rereported lists hits that are
+	// the same execution again.
+	last       map[introspect.VCPU]lastHit
 	rereported []string
 	trace      []string // one line per hit
 	// noTrace leaves trace empty (the benchmark: no formatting while a
 	// vCPU is held, and no memory growing with a flood).
 	noTrace bool
+}
+
+// lastHit is what recorder keeps of a vCPU's previous hit.
+type lastHit struct {
+	regs amd64.Registers
+	seq  uint64
 }
 
 func (r *recorder) HandleHit(h *hook.Hit) error {
@@ -90,13 +96,22 @@ func (r *recorder) HandleHit(h *hook.Hit) error {
 	defer r.mu.Unlock()
 	r.hits++
 	r.decode += dt
-	// The same vCPU stopping twice in a row at a hook with identical
-	// registers means one execution was reported twice (a guest cannot
-	// call a function again without any register changing).
-	if prev, ok := r.last[h.Ev.VCPU]; ok && prev == h.Ev.Regs {
-		r.rereported = append(r.rereported, fmt.Sprintf("vCPU %d %s rip %#x rsp %#x", h.Ev.VCPU, p.Name, prev.RIP, prev.RSP))
+	// A driver that numbers each vCPU's hits (the plugin's Seq) reported
+	// one execution twice if the number repeats. Without numbers, the
+	// same vCPU stopping twice in a row with identical registers is taken
+	// as one execution reported twice: a guest can call a function twice
+	// with identical registers (two same-length writes of one buffer to
+	// the console), but the gdbstub engine's stops happen to differ.
+	if prev, ok := r.last[h.Ev.VCPU]; ok {
+		same := prev.regs == h.Ev.Regs
+		if h.Ev.Seq != 0 {
+			same = prev.seq == h.Ev.Seq
+		}
+		if same {
+			r.rereported = append(r.rereported, fmt.Sprintf("vCPU %d %s rip %#x rsp %#x seq %d", h.Ev.VCPU, p.Name, prev.regs.RIP, prev.regs.RSP, h.Ev.Seq))
+		}
 	}
-	r.last[h.Ev.VCPU] = h.Ev.Regs
+	r.last[h.Ev.VCPU] = lastHit{h.Ev.Regs, h.Ev.Seq}
 	rg := &h.Ev.Regs
 	if !r.noTrace {
 		r.trace = append(r.trace, fmt.Sprintf("#%d vcpu%d %s rsp=%#x rflags=%#x rdi=%#x rsi=%#x cr3=%#x pid=%d err=%v",
@@ -177,7 +192,7 @@ func TestLive(t *testing.T) {
 func hookProbes(t testing.TB, eng hook.Engine, ps []collector.Probe) *recorder {
 	t.Helper()
 	rec := &recorder{probes: map[string]collector.Probe{}, skips: map[string]int{}, errs: map[string][]error{}, notices: map[hook.NoticeKind]int{},
-		last: map[introspect.VCPU]amd64.Registers{}}
+		last: map[introspect.VCPU]lastHit{}}
 	for _, p := range ps {
 		rec.probes[p.Name] = p
 		if err := eng.Add(hook.Hook{Addr: p.Addr, Root: p.Root, Global: true, Tag: p.Name}); err != nil {
