@@ -94,7 +94,7 @@ _Static_assert(sizeof(struct header) == HDR_SIZE, "header size");
 _Static_assert(offsetof(struct header, doorbell) == 148, "doorbell offset");
 
 struct mailbox {
-	uint32_t post;      /* 0: futex, plugin: number of the hit posted */
+	uint32_t post;      /* 0: plugin: number of the hit posted (then the doorbell rings) */
 	uint32_t ack;       /* 4: futex, exporter: number of the hit released */
 	uint32_t abandoned; /* 8: plugin: number of the last hit given up */
 	uint32_t hook;      /* 12: table index of the hooked address */
