@@ -2,7 +2,7 @@
 # bench-qemu-hooks.sh: what the full Linux probe set costs the test guest
 # and how fast its hits are served, on the two hook engines for QEMU.
 #
-#   scripts/bench-qemu-hooks.sh [-r RUNS] [-n ROUNDS] [-f WRITES] [-g GDB_ROUNDS] [-G GDB_WRITES] [-H HOLD_MS]
+#   scripts/bench-qemu-hooks.sh [-r RUNS] [-n ROUNDS] [-f WRITES] [-g GDB_ROUNDS] [-G GDB_WRITES] [-H HOLD_MS] [-p PLUGIN_OPTS]
 #
 # Each run boots one guest per configuration, in turn, so that drift in the
 # host's load hits all three alike:
@@ -18,14 +18,16 @@
 # are compared, not totals. The measuring is TestHookBench in
 # collector/probes/linux (a test binary, nothing in production binaries).
 #
+# PLUGIN_OPTS are more vmi-hooks arguments, comma-separated (spin=20000).
+#
 # It prints every run, min/median per configuration, slowdown ratios paired
 # by run, and each goal of issue #11 item 5 with MET/NOT MET. A goal not met
 # is a result, not an error: the script fails only if a run fails.
 set -euo pipefail
 
-runs=5 rounds=10 writes=20000 gdb_rounds=1 gdb_writes=100 hold_ms=1000
-usage="usage: $0 [-r RUNS] [-n ROUNDS] [-f WRITES] [-g GDB_ROUNDS] [-G GDB_WRITES] [-H HOLD_MS]"
-while getopts "r:n:f:g:G:H:" o; do
+runs=5 rounds=10 writes=20000 gdb_rounds=1 gdb_writes=100 hold_ms=1000 plugin_opts=
+usage="usage: $0 [-r RUNS] [-n ROUNDS] [-f WRITES] [-g GDB_ROUNDS] [-G GDB_WRITES] [-H HOLD_MS] [-p PLUGIN_OPTS]"
+while getopts "r:n:f:g:G:H:p:" o; do
 	case $o in
 	r) runs=$OPTARG ;;
 	n) rounds=$OPTARG ;;
@@ -33,6 +35,7 @@ while getopts "r:n:f:g:G:H:" o; do
 	g) gdb_rounds=$OPTARG ;;
 	G) gdb_writes=$OPTARG ;;
 	H) hold_ms=$OPTARG ;;
+	p) plugin_opts=$OPTARG ;;
 	*) echo "$usage" >&2; exit 2 ;;
 	esac
 done
@@ -53,7 +56,7 @@ bench() {
 	local out
 	out=$(cd "$repo/collector/probes/linux" && "$tmp/linux.test" -test.run '^TestHookBench$' -test.count=1 \
 		-test.timeout=30m -hookbench.config="$1" -hookbench.rounds="$2" -hookbench.flood="$3" \
-		-hookbench.hold-ms="$hold_ms" 2>&1) || {
+		-hookbench.hold-ms="$hold_ms" -hookbench.plugin-opts="$plugin_opts" 2>&1) || {
 		echo "$out" >&2
 		echo "run $run $1: failed" >&2
 		return 1
@@ -68,7 +71,7 @@ bench() {
 
 echo "qemu: $(qemu-system-x86_64 --version | head -1)"
 echo "host: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "parameters: runs=$runs rounds=$rounds writes=$writes gdb_rounds=$gdb_rounds gdb_writes=$gdb_writes hold_ms=$hold_ms"
+echo "parameters: runs=$runs rounds=$rounds writes=$writes gdb_rounds=$gdb_rounds gdb_writes=$gdb_writes hold_ms=$hold_ms plugin_opts=$plugin_opts"
 : >"$tmp/lines"
 for run in $(seq "$runs"); do
 	bench none "$rounds" "$writes"

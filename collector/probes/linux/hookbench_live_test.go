@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ var (
 	hookBenchRounds = flag.Int("hookbench.rounds", 2, "TestHookBench: rounds of the standard workload")
 	hookBenchFlood  = flag.Int("hookbench.flood", 20000, "TestHookBench: write(2) calls of the write-flood")
 	hookBenchHoldMS = flag.Int("hookbench.hold-ms", 1000, "TestHookBench: the plugin's hold deadline in ms")
+	hookBenchPlugin = flag.String("hookbench.plugin-opts", "", "TestHookBench: more vmi-hooks arguments, comma-separated (spin=N)")
 )
 
 // rtHandler is a recorder that also samples the plugin driver's held round
@@ -101,7 +103,11 @@ func TestHookBench(t *testing.T) {
 		g, _ = testguest.BootForTest(t, "vhb", testguest.Options{CPUs: 2})
 		warm(g)
 	case "plugin":
-		gg, d, o := livePlugin(t, *hookBenchHoldMS)
+		var opts []string
+		if *hookBenchPlugin != "" {
+			opts = strings.Split(*hookBenchPlugin, ",")
+		}
+		gg, d, o := livePlugin(t, *hookBenchHoldMS, opts...)
 		g = gg
 		warm(g)
 		ps, err := probes.New(o).Probes(collector.Kinds())

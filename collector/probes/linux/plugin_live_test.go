@@ -21,12 +21,12 @@ import (
 // loaded with a hold deadline of holdMS, attaches the plugin driver over
 // its shared file and the RAM file, and finds the kernel. The guest runs
 // (it is never stopped).
-func livePlugin(t testing.TB, holdMS int) (*testguest.Guest, *qemu.PluginDriver, *oslinux.OS) {
+func livePlugin(t testing.TB, holdMS int, opts ...string) (*testguest.Guest, *qemu.PluginDriver, *oslinux.OS) {
 	t.Helper()
 	so := testguest.RequirePlugin(t)
 	shm := filepath.Join(t.TempDir(), "hooks")
 	g, assets := testguest.BootForTest(t, "vpl", testguest.Options{CPUs: 2,
-		ExtraArgs: testguest.PluginArgs(so, shm, "hold_ms="+strconv.Itoa(holdMS))})
+		ExtraArgs: testguest.PluginArgs(so, shm, append([]string{"hold_ms=" + strconv.Itoa(holdMS)}, opts...)...)})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

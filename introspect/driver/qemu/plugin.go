@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -58,7 +59,7 @@ type PluginDriver struct {
 	hdr  shmHeader
 	ram  *ram
 	qmp  resetWatch
-	hits chan *driver.Event
+	hits chan *driver.Event // async mode: the ring pollers hand their records to WaitHit
 
 	mu     sync.Mutex
 	table  []introspect.Va // the hooked addresses in table order
@@ -66,6 +67,18 @@ type PluginDriver struct {
 	cur    []atomic.Pointer[driver.Event] // the held hit of each vCPU
 	posted []atomic.Uint64                // when the plugin posted it (CLOCK_MONOTONIC ns)
 	rt     atomic.Int64                   // round trip of the last release, ns
+
+	// Held mode: WaitHit itself waits on the doorbell and scans the
+	// mailboxes, so that the goroutine that decodes a hit is the one the
+	// plugin woke (no hand-off through a channel). waitMu serialises
+	// WaitHit callers over seen (the last post taken from each mailbox)
+	// and next (where the next scan starts, for fairness); shmMu is held
+	// for reading while WaitHit touches the mapping, and for writing by
+	// teardown to unmap it.
+	waitMu sync.Mutex
+	seen   []uint32
+	next   int
+	shmMu  sync.RWMutex
 	closed chan struct{}
 	wg     sync.WaitGroup
 
@@ -131,6 +144,7 @@ func OpenPlugin(ctx context.Context, cfg PluginConfig, log *slog.Logger) (_ *Plu
 	d.cur = make([]atomic.Pointer[driver.Event], d.hdr.VCPUs)
 	d.posted = make([]atomic.Uint64, d.hdr.VCPUs)
 	d.hits = make(chan *driver.Event, d.hdr.VCPUs)
+	d.seen = make([]uint32, d.hdr.VCPUs)
 	// The table may hold a previous exporter's hooks: empty it before
 	// saying we are here, so that nothing is held for hooks nobody wants.
 	d.gen = d.load32(hdrTableGen) &^ 1
@@ -148,11 +162,10 @@ func OpenPlugin(ctx context.Context, cfg PluginConfig, log *slog.Logger) (_ *Plu
 		last := d.load32(off + mbPost)
 		d.store32(off+mbAck, last)
 		futexWake(d.word(off + mbAck))
-		d.wg.Add(1)
+		d.seen[v] = last
 		if d.hdr.Mode == shmModeAsync {
+			d.wg.Add(1)
 			go d.pollRing(v)
-		} else {
-			go d.waitMailbox(v, last)
 		}
 	}
 	log.Info("attached to vmi-hooks plugin", "shm", cfg.SHMPath, "vcpus", d.hdr.VCPUs,
@@ -314,22 +327,99 @@ func futexWake(w *uint32) {
 	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWakeOp, 1<<30, 0, 0, 0)
 }
 
-// waitMailbox turns the posts of one vCPU's mailbox into events.
-func (d *PluginDriver) waitMailbox(v int, last uint32) {
-	defer d.wg.Done()
-	off, _ := d.hdr.mailboxOff(v)
+// doorbellSpin is how long WaitHit polls the doorbell before it sleeps
+// on it: a flood's next hit often comes within a few microseconds of the
+// release, and a futex sleep and wake-up costs about as much again.
+const doorbellSpin = 20 * time.Microsecond
+
+// doorbellSleep bounds one futex sleep on the doorbell, so that a closed
+// driver, a gone plugin or an ended context is noticed even without a
+// wake-up.
+const doorbellSleep = 50 * time.Millisecond
+
+// waitHeld is WaitHit in held mode: it scans the mailboxes for a hit
+// posted and not yet taken, and between scans waits for the plugin to
+// ring the doorbell (spin, then futex). The caller holds waitMu.
+func (d *PluginDriver) waitHeld(ctx context.Context) (*driver.Event, error) {
+	// A cancelled context wakes the sleep rather than waiting it out.
+	stop := context.AfterFunc(ctx, d.ring)
+	defer stop()
 	for {
-		select {
-		case <-d.closed:
-			return
-		default:
+		if err := d.waitErr(ctx); err != nil {
+			return nil, err
 		}
+		ev, err := d.scanOnce(ctx)
+		if ev != nil || err != nil {
+			return ev, err
+		}
+	}
+}
+
+// waitErr is why WaitHit should stop waiting, or nil.
+func (d *PluginDriver) waitErr(ctx context.Context) error {
+	select {
+	case <-d.closed:
+		return errors.New("qemu plugin: closed")
+	case <-d.gone:
+		return d.goneErr
+	default:
+	}
+	return ctx.Err()
+}
+
+// ring wakes a WaitHit sleeping on the doorbell, if the file is mapped.
+func (d *PluginDriver) ring() {
+	d.shmMu.RLock()
+	defer d.shmMu.RUnlock()
+	if d.shm != nil {
+		futexWake(d.word(hdrDoorbell))
+	}
+}
+
+// scanOnce takes one posted hit, or waits once for the doorbell to
+// change. Nil, nil: nothing yet.
+func (d *PluginDriver) scanOnce(ctx context.Context) (*driver.Event, error) {
+	d.shmMu.RLock()
+	defer d.shmMu.RUnlock()
+	if d.shm == nil {
+		return nil, errors.New("qemu plugin: closed")
+	}
+	// The doorbell is read before the scan: a post the scan misses
+	// bumped it after this read, so the futex sleep below returns at once.
+	db := d.load32(hdrDoorbell)
+	if ev := d.scan(); ev != nil {
+		return ev, nil
+	}
+	for t0 := monotonicNS(); monotonicNS()-t0 < uint64(doorbellSpin); {
+		if d.load32(hdrDoorbell) != db {
+			return nil, nil
+		}
+		runtime.Gosched()
+	}
+	sleep := doorbellSleep
+	if dl, ok := ctx.Deadline(); ok {
+		sleep = min(sleep, max(time.Until(dl), 0))
+	}
+	if d.waitErr(ctx) == nil {
+		futexWait(d.word(hdrDoorbell), db, sleep)
+	}
+	return nil, nil
+}
+
+// scan returns the first hit posted and not yet taken, starting after the
+// vCPU of the last one. A hit the vCPU gave up (deadline passed) or that
+// was overwritten meanwhile is counted torn and dropped; a corrupt one is
+// released.
+func (d *PluginDriver) scan() *driver.Event {
+	n := d.hdr.VCPUs
+	for i := range n {
+		v := (d.next + i) % n
+		off, _ := d.hdr.mailboxOff(v)
 		p := d.load32(off + mbPost)
-		if p == last {
-			futexWait(d.word(off+mbPost), last, 100*time.Millisecond)
+		if p == d.seen[v] {
 			continue
 		}
-		last = p
+		d.seen[v] = p
 		h, err := decodeMailbox(d.shm[off:off+shmMailboxSize], d.hdr.MaxHooks)
 		// The vCPU waits for us unless its deadline passed: then it may
 		// already be writing its next hit over this one.
@@ -346,12 +436,10 @@ func (d *PluginDriver) waitMailbox(v int, last uint32) {
 		ev.Seq = uint64(p)
 		d.posted[v].Store(h.TimeNS)
 		d.cur[v].Store(ev)
-		select {
-		case d.hits <- ev:
-		case <-d.closed:
-			return
-		}
+		d.next = v + 1
+		return ev
 	}
+	return nil
 }
 
 // event makes the Event of a hit. RIP is the hooked address: the plugin's
@@ -418,6 +506,11 @@ func (d *PluginDriver) HoldDeadline() time.Duration {
 
 // WaitHit implements driver.HookTable.
 func (d *PluginDriver) WaitHit(ctx context.Context) (*driver.Event, error) {
+	if d.hdr.Mode != shmModeAsync {
+		d.waitMu.Lock()
+		defer d.waitMu.Unlock()
+		return d.waitHeld(ctx)
+	}
 	select {
 	case ev := <-d.hits:
 		return ev, nil
@@ -619,6 +712,7 @@ func (d *PluginDriver) teardown() error {
 	default:
 		close(d.closed)
 	}
+	futexWake(d.word(hdrDoorbell)) // a WaitHit asleep on it returns
 	d.wg.Wait()
 	errs := []error{qerr}
 	if d.cur != nil {
@@ -634,10 +728,12 @@ func (d *PluginDriver) teardown() error {
 			futexWake(d.word(off + mbAck))
 		}
 	}
+	d.shmMu.Lock() // no WaitHit in the mapping
 	if err := syscall.Munmap(d.shm); err != nil {
 		errs = append(errs, fmt.Errorf("qemu plugin: unmap: %w", err))
 	}
 	d.shm = nil
+	d.shmMu.Unlock()
 	if d.file != nil {
 		d.file.Close()
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/vmi-exporter/vmi-exporter/introspect/arch/amd64"
 )
 
-// The layout of the vmi-hooks plugin's shared file, version 1; see
+// The layout of the vmi-hooks plugin's shared file, version 2; see
 // plugin/README.md and plugin/vmi-hooks.c, which must agree on every
 // offset. The file is written by a process the guest's code runs in, so
 // everything read from it is checked here before it is used: these
@@ -17,7 +17,7 @@ import (
 // it).
 const (
 	shmMagic       = 0x314b4f4f48494d56 // "VMIHOOK1" little-endian
-	shmVersion     = 1
+	shmVersion     = 2                  // 2: the doorbell
 	shmHeaderSize  = 256
 	shmMailboxSize = 1024
 	shmCounterSize = 64
@@ -62,6 +62,7 @@ const (
 	hdrAppliedAlive     = 136
 	hdrSampleReq        = 140
 	hdrLocked           = 144
+	hdrDoorbell         = 148 // plugin: bumped (and futex-woken) at every held post
 )
 
 // Mailbox field offsets, from the start of a vCPU's mailbox.

@@ -78,7 +78,8 @@ func TestParseSHMHeader(t *testing.T) {
 		size int
 	}{
 		{"magic", hdrMagic, 1, 8},
-		{"version", hdrVersion, 2, 4},
+		{"version 1 (no doorbell)", hdrVersion, 1, 4},
+		{"version 3", hdrVersion, 3, 4},
 		{"vcpus", hdrVCPUs, 0, 4},
 		{"too many vcpus", hdrVCPUs, 100000, 4},
 		{"mode", hdrMode, 7, 4},
@@ -104,6 +105,12 @@ func TestParseSHMHeader(t *testing.T) {
 	}
 	if _, err := parseSHMHeader(b[:100]); err == nil {
 		t.Error("short file accepted")
+	}
+	// The doorbell is a free-running counter: any value, wrapped too.
+	x := append([]byte(nil), b...)
+	binary.LittleEndian.PutUint32(x[hdrDoorbell:], 0xffffffff)
+	if _, err := parseSHMHeader(x); err != nil {
+		t.Errorf("doorbell at its wrap: %v", err)
 	}
 }
 
@@ -257,7 +264,8 @@ func (p *fakePlugin) post(seq uint32, hook uint32, va uint64) {
 	le.PutUint64(mb[mbTime:], monotonicNS())
 	le.PutUint64(mb[mbRegMask:], putRegs(mb[mbRegs:]))
 	atomic.StoreUint32(p.u32(p.off+mbPost), seq)
-	futexWake(p.u32(p.off + mbPost))
+	atomic.AddUint32(p.u32(hdrDoorbell), 1)
+	futexWake(p.u32(hdrDoorbell))
 }
 
 func openFake(t *testing.T, file []byte) (*PluginDriver, *fakePlugin) {
@@ -323,23 +331,48 @@ func TestPluginProtocol(t *testing.T) {
 	// Abandoned (deadline passed) before the driver read it: dropped.
 	atomic.StoreUint32(p.u32(p.off+mbAbandoned), 2)
 	p.post(2, 0, 0x10)
-	// A corrupt hit (hook index past the table) is released, not delivered.
-	time.Sleep(50 * time.Millisecond)
+	sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer scancel()
+	if ev, err := d.WaitHit(sctx); err == nil {
+		t.Fatalf("abandoned hit delivered: %+v", ev)
+	}
+	if d.Torn() != 1 {
+		t.Errorf("torn = %d, want 1", d.Torn())
+	}
+	// A corrupt hit (hook index past the table) is released, not
+	// delivered, by the WaitHit that finds it.
 	p.post(3, 99, 0x10)
-	deadline := time.Now().Add(2 * time.Second)
-	for atomic.LoadUint32(p.u32(p.off+mbAck)) != 3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	sctx2, scancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer scancel2()
+	if ev, err := d.WaitHit(sctx2); err == nil {
+		t.Fatalf("corrupt hit delivered: %+v", ev)
 	}
 	if ack := atomic.LoadUint32(p.u32(p.off + mbAck)); ack != 3 {
 		t.Fatalf("corrupt hit not released: ack %d", ack)
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer scancel()
-	if ev, err := d.WaitHit(sctx); err == nil {
-		t.Fatalf("abandoned or corrupt hit delivered: %+v", ev)
+
+	// A hit on vCPU 1 rings the same doorbell; a WaitHit asleep on it
+	// wakes and finds it in the other mailbox.
+	got := make(chan *driver.Event, 1)
+	go func() {
+		ev, _ := d.WaitHit(ctx)
+		got <- ev
+	}()
+	time.Sleep(20 * time.Millisecond)
+	p1 := &fakePlugin{t: t, b: p.b, off: p.off + shmMailboxSize}
+	p1.post(1, 1, 0x30)
+	if ev := <-got; ev == nil || ev.VCPU != 1 || ev.Regs.RIP != 0x30 {
+		t.Fatalf("vCPU 1 hit: %+v", ev)
 	}
-	if d.Torn() != 1 {
-		t.Errorf("torn = %d, want 1", d.Torn())
+	if _, err := d.ReleaseHit(&driver.Event{VCPU: 1, Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A cancelled context ends a WaitHit asleep on the doorbell.
+	cctx, ccancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(20 * time.Millisecond); ccancel() }()
+	if _, err := d.WaitHit(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitHit after cancel: %v", err)
 	}
 
 	// A second exporter is refused while this one's heartbeat is fresh.

@@ -27,6 +27,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,10 +44,10 @@
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
-/* ---- shared layout (version 1); keep in step with plugin.go ---- */
+/* ---- shared layout (version 2); keep in step with shm.go ---- */
 
 #define VMI_MAGIC 0x314b4f4f48494d56ULL /* "VMIHOOK1" little-endian */
-#define VMI_VERSION 1
+#define VMI_VERSION 2 /* 2: the doorbell */
 #define HDR_SIZE 256
 #define MB_SIZE 1024
 #define CNT_SIZE 64
@@ -86,12 +87,14 @@ struct header {
 	uint32_t applied_alive;   /* 136: plugin: 1 if the applied table is the exporter's */
 	uint32_t sample_req;      /* 140: exporter: bumped to ask every vCPU for its registers */
 	uint32_t locked;          /* 144: plugin: 1 if it holds a shared flock on the file for QEMU's life */
-	uint8_t reserved[HDR_SIZE - 148];
+	uint32_t doorbell;        /* 148: futex, plugin: bumped after every held post */
+	uint8_t reserved[HDR_SIZE - 152];
 };
 _Static_assert(sizeof(struct header) == HDR_SIZE, "header size");
+_Static_assert(offsetof(struct header, doorbell) == 148, "doorbell offset");
 
 struct mailbox {
-	uint32_t post;      /* 0: futex, plugin: number of the hit posted */
+	uint32_t post;      /* 0: plugin: number of the hit posted (then the doorbell rings) */
 	uint32_t ack;       /* 4: futex, exporter: number of the hit released */
 	uint32_t abandoned; /* 8: plugin: number of the last hit given up */
 	uint32_t hook;      /* 12: table index of the hooked address */
@@ -467,7 +470,11 @@ static void on_hit(unsigned int vcpu, void *udata)
 	mb->time_ns = now;
 	read_regs(vcpu, mb->regs, &mb->reg_mask);
 	STORE(&mb->post, n);
-	futex(&mb->post, FUTEX_WAKE, INT_MAX, NULL);
+	/* One doorbell for all vCPUs: the exporter waits on it, not on each
+	 * mailbox, and the goroutine it wakes decodes the hit itself. The
+	 * add is a full barrier, so post is visible before the bump. */
+	__atomic_add_fetch(&hdr->doorbell, 1, __ATOMIC_SEQ_CST);
+	futex(&hdr->doorbell, FUTEX_WAKE, INT_MAX, NULL);
 
 	uint64_t deadline = now + hold_ns;
 	for (uint32_t i = 0; i < spin; i++) {
