@@ -335,13 +335,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ValidateGuests checks the guest list.
+// ValidateGuests checks the guest list. An empty list is valid: the
+// daemon then serves its own metrics and waits (a DaemonSet pod on a host
+// without guests). What only the host can tell, such as whether a guest's
+// RAM file or sockets exist, is checked when the guest is attached, so
+// that a guest absent from this host is down (with a reason) rather than
+// a configuration error.
 func (c *Config) ValidateGuests() []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if len(c.Guests) == 0 {
-		bad("guests: none configured (add at least one under guests:)")
-	}
 	seen := map[string]bool{}
 	for i, g := range c.Guests {
 		where := fmt.Sprintf("guests[%d]", i)
