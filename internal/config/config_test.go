@@ -200,6 +200,28 @@ guests:
 	}
 }
 
+// --web.config.file is the Prometheus name; --web.config-file still works;
+// logfmt is a log format; pprof is off unless asked for.
+func TestPrometheusFlagNames(t *testing.T) {
+	web := writeFile(t, "")
+	for _, f := range []string{"--web.config.file", "--web.config-file"} {
+		c, err := load(t, []string{"--config", writeFile(t, guests), f, web, "--log.format", "logfmt"}, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if c.Web.ConfigFile != web || c.Log.Format != "logfmt" || c.Web.EnablePprof {
+			t.Errorf("%s: %+v %+v", f, c.Web, c.Log)
+		}
+	}
+	c, err := load(t, []string{"--config", writeFile(t, guests), "--web.enable-pprof"}, nil)
+	if err != nil || !c.Web.EnablePprof {
+		t.Errorf("--web.enable-pprof: %v %+v", err, c)
+	}
+	if _, err := load(t, []string{"--config", writeFile(t, guests), "--log.format", "xml"}, nil); err == nil || !strings.Contains(err.Error(), "log.format") {
+		t.Errorf("log.format xml: %v", err)
+	}
+}
+
 func TestMissingFile(t *testing.T) {
 	_, err := load(t, []string{"--config", "/nonexistent.yml"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "config file /nonexistent.yml") {
