@@ -43,6 +43,9 @@ type Options struct {
 	// exit (hooks removed, guests resumed), before the queues drain:
 	// from then on the process may be killed without harm to a guest.
 	Detached func()
+	// Started, when set, is called by Run once the exporter queues run
+	// and every supervisor has started (readiness: the exporters are up).
+	Started func()
 	// CloseTimeout bounds draining and closing the sinks at exit.
 	CloseTimeout time.Duration
 	Logger       *slog.Logger
@@ -72,11 +75,10 @@ const DefaultQueueSize = 4096
 // configuration's VerifyInterval.
 const DefaultVerifyInterval = 5 * time.Second
 
-// New checks the options and builds a collector.
+// New checks the options and builds a collector. No guests is allowed:
+// Run then waits for its context (the exporter's own metrics are still
+// served).
 func New(o Options) (*Collector, error) {
-	if len(o.Guests) == 0 {
-		return nil, errors.New("collector: no guests")
-	}
 	seen := map[string]bool{}
 	for _, g := range o.Guests {
 		if g.Name == "" {
@@ -144,6 +146,13 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 		})
 	}
+	if c.o.Started != nil {
+		c.o.Started()
+	}
+	if len(c.o.Guests) == 0 && !c.o.Once {
+		c.o.Logger.Info("no guests configured: waiting")
+		<-ctx.Done()
+	}
 	wg.Wait()
 	if c.o.Detached != nil {
 		c.o.Detached()
@@ -181,6 +190,11 @@ func (s *supervisor) run(ctx context.Context) error {
 		if s.o.Once {
 			return err
 		}
+		reason := DownSessionEnded
+		if !attached {
+			reason = AttachFailureReason(err)
+		}
+		s.down(reason)
 		// A session that lived longer than the longest delay was healthy:
 		// start over from the shortest delay. One that dies at once keeps
 		// growing the delay, so a crash loop does not hammer the guest.
@@ -188,7 +202,7 @@ func (s *supervisor) run(ctx context.Context) error {
 			b.Reset()
 		}
 		d := b.NextBackOff()
-		s.log.Warn("guest down, retrying", "err", err, "retry_in", d)
+		s.log.Warn("guest down, retrying", "reason", reason, "err", err, "retry_in", d.String())
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -196,6 +210,14 @@ func (s *supervisor) run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// down reports the guest down for reason ("" once it is attached) to
+// Metrics that say why (DownMetrics).
+func (s *supervisor) down(reason string) {
+	if dm, ok := s.o.Metrics.(DownMetrics); ok {
+		dm.Down(s.cfg.Name, reason)
 	}
 }
 
@@ -234,6 +256,7 @@ func (s *supervisor) session(ctx context.Context) (attached bool, err error) {
 	}
 	s.log.Info("attached", "os", g.OS, "kernel", g.Kernel, "probes", len(probes))
 	s.o.Metrics.Up(s.cfg.Name, &g, true)
+	s.down("")
 	if cm, ok := s.o.Metrics.(CounterMetrics); ok {
 		if read := sessionCounters(sess); read != nil {
 			cm.SessionCounters(s.cfg.Name, read)

@@ -363,7 +363,6 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		guests []collector.GuestConfig
 		want   string
 	}{
-		{nil, "no guests"},
 		{[]collector.GuestConfig{{Name: "a", Driver: "xen"}}, `no attacher for driver "xen"`},
 		{[]collector.GuestConfig{{Name: "a", Driver: "t"}, {Name: "a", Driver: "t"}}, "listed twice"},
 	} {

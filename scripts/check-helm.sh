@@ -118,6 +118,15 @@ for want in "secretName: vmi-web" "value: /etc/vmi-exporter/web/web-config.yml" 
 		exit 1
 	fi
 done
+# Without a web config the probes use the health endpoints, not /metrics.
+"$bin/helm" template vmi "$chart" --kube-version "$KUBE_VERSION" -f "$values/guests.yaml" \
+	--show-only templates/daemonset.yaml >"$values/ds.yaml"
+for want in "path: /-/healthy" "path: /-/ready"; do
+	if ! grep -qF "$want" "$values/ds.yaml"; then
+		echo "DaemonSet probes lack: $want" >&2
+		exit 1
+	fi
+done
 # A backend other than qemu or xen is refused.
 if "$bin/helm" template vmi "$chart" --kube-version "$KUBE_VERSION" --set backend=kvm >/dev/null 2>&1; then
 	echo "backend=kvm was accepted" >&2

@@ -92,6 +92,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, newA
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
+// newLogger returns a logger at level writing JSON for format "json" and
+// logfmt (slog's text handler) otherwise ("logfmt", "text").
 func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {

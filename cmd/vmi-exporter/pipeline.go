@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 
@@ -23,6 +24,9 @@ type pipeline struct {
 	collector *collector.Collector
 	metrics   *promexp.Metrics // nil without metrics
 	spans     string           // where spans go, for people
+	// ready is set once the collector runs its exporter queues, and
+	// cleared when it stops: /-/ready.
+	ready atomic.Bool
 }
 
 // pipelineOpts say how a command uses the pipeline.
@@ -48,6 +52,7 @@ func newPipeline(ctx context.Context, cfg *config.Config, attachers map[string]c
 		QueueBytes: cfg.Queues.Bytes,
 		Limits:     cfg.Limits,
 		Detached:   detached.fire,
+		Started:    func() { p.ready.Store(true) },
 	}
 	eng, err := newRules(cfg)
 	if err != nil {
@@ -124,7 +129,7 @@ func (p *pipeline) serve(ctx context.Context, web config.Web, log *slog.Logger) 
 		go func() {
 			err := p.metrics.ListenAndServe(ctx, promexp.ServerOptions{
 				ListenAddresses: []string{web.ListenAddress}, WebConfigFile: web.ConfigFile,
-				Version: buildVersion(), Logger: log,
+				Version: buildVersion(), Logger: log, Ready: p.ready.Load, EnablePprof: web.EnablePprof,
 			})
 			if err != nil {
 				log.Error("metrics server failed", "err", err)
@@ -136,6 +141,7 @@ func (p *pipeline) serve(ctx context.Context, web config.Web, log *slog.Logger) 
 		srvErr <- nil
 	}
 	err := p.collector.Run(ctx)
+	p.ready.Store(false)
 	cancel()
 	if serr := <-srvErr; serr != nil {
 		err = errors.Join(serr, err)

@@ -32,6 +32,9 @@ func qemuBackend(timeout time.Duration) Backend {
 		Name:     "qemu",
 		Validate: validateQEMU,
 		Open: func(ctx context.Context, g collector.GuestConfig, log *slog.Logger) (driver.Driver, string, error) {
+			if err := checkRAM(g.QEMU); err != nil {
+				return nil, "", err
+			}
 			use, why := usePlugin(g.QEMU)
 			if use {
 				log.Info("QEMU hooks through the vmi-hooks plugin", "why", why, "shm", g.QEMU.PluginSHM)
@@ -83,8 +86,9 @@ func usePlugin(c collector.QEMUConfig) (bool, string) {
 }
 
 // validateQEMU checks the qemu: section: a gdbstub or the plugin's shared
-// file is required, the plugin needs the RAM file, and a RAM file named
-// must exist.
+// file is required and the plugin needs the RAM file. Whether the files
+// exist is for attach time (checkRAM): the same configuration serves
+// every host of a fleet, where a guest may be absent.
 func validateQEMU(g collector.GuestConfig) []error {
 	var errs []error
 	if g.QEMU.GDBSocket == "" && g.QEMU.PluginSHM == "" {
@@ -93,12 +97,20 @@ func validateQEMU(g collector.GuestConfig) []error {
 	if g.QEMU.PluginSHM != "" && g.QEMU.RAMPath == "" {
 		errs = append(errs, errors.New("qemu.plugin_shm needs qemu.ram_path: the plugin hands over registers, guest memory comes from the RAM file"))
 	}
-	if g.QEMU.RAMPath != "" {
-		if _, err := os.Stat(g.QEMU.RAMPath); err != nil {
-			errs = append(errs, fmt.Errorf("qemu.ram_path: %w", err))
-		}
-	}
 	return errs
+}
+
+// checkRAM reports, before anything is opened, a RAM file that is named
+// but missing on this host (the guest is not running here), with the key
+// that names it.
+func checkRAM(c collector.QEMUConfig) error {
+	if c.RAMPath == "" {
+		return nil
+	}
+	if _, err := os.Stat(c.RAMPath); err != nil {
+		return fmt.Errorf("qemu.ram_path: %w", err)
+	}
+	return nil
 }
 
 // QEMU is the Attacher of the QEMU backend with its own exchange timeout

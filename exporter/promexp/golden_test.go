@@ -46,9 +46,15 @@ func goldenSequence(m *promexp.Metrics) {
 	m.Up("g1", nil, false)
 	m.Up("g2", nil, false)
 	m.Attach("g1", os.ErrDeadlineExceeded)
+	m.Down("g1", collector.AttachFailureReason(os.ErrDeadlineExceeded))
 	m.Attach("g1", nil)
 	g := &collector.Guest{Domain: "g1", OS: "linux", Kernel: "Linux version 6.1.0-28-cloud-amd64"}
 	m.Up("g1", g, true)
+	m.Down("g1", "")
+	// g2 is absent from this host; a reason outside the set is bounded.
+	m.Down("g2", collector.DownNotFound)
+	m.Down("g2", "disk on fire")
+	m.Down("g2", collector.DownNotFound)
 	t0 := time.Unix(1700000000, 0)
 	for i, k := range collector.Kinds() {
 		ev := &collector.Event{Time: t0, Kind: k, Guest: g, Latency: time.Duration(i+1) * 40 * time.Microsecond,

@@ -39,6 +39,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	up, info, buildInfo                 *prometheus.GaugeVec
+	downReason                          *prometheus.GaugeVec
 	attempts                            *prometheus.CounterVec
 	hits, probeErrors, dropped, notices *prometheus.CounterVec
 	truncated                           *prometheus.CounterVec
@@ -82,6 +83,7 @@ func New(o Options) *Metrics {
 	}
 	f := factory{m.reg}
 	m.up = f.gauge("vmi_guest_up", "Whether the guest is attached and its hooks run (1) or not (0).", "domain")
+	m.downReason = f.gauge("vmi_guest_down_reason", "Why the guest is not attached: 1 for the current reason (not_found, refused, permission, timeout, attach_error, session_ended), 0 for the others and while it is up.", "domain", "reason")
 	m.info = f.gauge("vmi_guest_info", "Identity of the attached guest: OS and kernel build.", "domain", "os", "kernel")
 	m.buildInfo = f.gauge("vmi_exporter_build_info", "Version of vmi-exporter.", "version")
 	m.buildInfo.WithLabelValues(o.Version).Set(1)
@@ -254,6 +256,24 @@ func (m *Metrics) Attach(domain string, err error) {
 	m.attempts.WithLabelValues(domain, result).Inc()
 }
 
+// Down sets vmi_guest_down_reason of domain: 1 for reason, 0 for the
+// other reasons; "" (attached) sets them all to 0. Reasons outside
+// collector.DownReasons count as attach_error, so the label stays
+// bounded.
+func (m *Metrics) Down(domain, reason string) {
+	reasons := collector.DownReasons()
+	if reason != "" && !slices.Contains(reasons, reason) {
+		reason = collector.DownAttachError
+	}
+	for _, r := range reasons {
+		v := 0.0
+		if r == reason {
+			v = 1
+		}
+		m.downReason.WithLabelValues(domain, r).Set(v)
+	}
+}
+
 // Up sets vmi_guest_up and, for an attached guest, vmi_guest_info. The
 // first call for a domain creates its counters at zero, so that rates
 // and alerts work from the first scrape.
@@ -269,6 +289,9 @@ func (m *Metrics) Up(domain string, g *collector.Guest, up bool) {
 	if !known {
 		m.attempts.WithLabelValues(domain, "success")
 		m.attempts.WithLabelValues(domain, "failure")
+		for _, r := range collector.DownReasons() {
+			m.downReason.WithLabelValues(domain, r)
+		}
 		for _, k := range m.kinds {
 			if k != nil {
 				k.WithLabelValues(domain)

@@ -135,13 +135,20 @@ func value(m *promexp.Metrics, name string) float64 {
 // serve starts the metrics server on a free loopback port.
 func serve(t *testing.T, m *promexp.Metrics, webConfig string) string {
 	t.Helper()
+	return serveWith(t, m, promexp.ServerOptions{WebConfigFile: webConfig, Version: "test"})
+}
+
+// serveWith starts the metrics server with o on a free loopback port and
+// returns its address.
+func serveWith(t *testing.T, m *promexp.Metrics, o promexp.ServerOptions) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- m.Serve(ctx, l, promexp.ServerOptions{WebConfigFile: webConfig, Version: "test"}) }()
+	go func() { errc <- m.Serve(ctx, l, o) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-errc; err != nil {

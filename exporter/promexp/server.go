@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -15,6 +17,13 @@ import (
 
 // MetricsPath is where the metrics are served.
 const MetricsPath = "/metrics"
+
+// HealthyPath and ReadyPath are the Prometheus convention's liveness and
+// readiness endpoints.
+const (
+	HealthyPath = "/-/healthy"
+	ReadyPath   = "/-/ready"
+)
 
 // Handler serves the metrics in the Prometheus text format or, when the
 // scraper asks for it, OpenMetrics (the format that carries exemplars).
@@ -35,18 +44,53 @@ type ServerOptions struct {
 	WebConfigFile string
 	Version       string
 	Logger        *slog.Logger
+	// Ready says whether the exporter is ready (configuration loaded,
+	// exporters up) for ReadyPath; nil is always ready. Whether guests
+	// are attached is in the metrics (vmi_guest_up), not here: a host
+	// without its guests is a working exporter.
+	Ready func() bool
+	// EnablePprof serves net/http/pprof under /debug/pprof/ and links it
+	// from the landing page; off, neither.
+	EnablePprof bool
 }
 
-// NewServer returns an HTTP server with the landing page at / and the
-// metrics at /metrics.
+// NewServer returns an HTTP server with the landing page at /, the
+// metrics at /metrics, the health endpoints at /-/healthy and /-/ready
+// and, with EnablePprof, the Go profiles at /debug/pprof/.
 func (m *Metrics) NewServer(o ServerOptions) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle(MetricsPath, m.Handler())
+	mux.HandleFunc(HealthyPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "vmi-exporter is Healthy.")
+	})
+	mux.HandleFunc(ReadyPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if o.Ready != nil && !o.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "vmi-exporter is not ready.")
+			return
+		}
+		fmt.Fprintln(w, "vmi-exporter is Ready.")
+	})
+	if o.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "vmi-exporter",
 		Description: "Guest kernel events seen from the hypervisor, as Prometheus metrics and OpenTelemetry traces",
 		Version:     o.Version,
-		Links:       []web.LandingLinks{{Address: MetricsPath, Text: "Metrics"}},
+		Links: []web.LandingLinks{
+			{Address: MetricsPath, Text: "Metrics"},
+			{Address: HealthyPath, Text: "Health"},
+			{Address: ReadyPath, Text: "Readiness"},
+		},
+		// The toolkit links the pprof pages unless told otherwise.
+		Profiling: strconv.FormatBool(o.EnablePprof),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("landing page: %w", err)

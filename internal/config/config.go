@@ -73,6 +73,9 @@ type Web struct {
 	ListenAddress string `koanf:"listen_address"`
 	// ConfigFile is an exporter-toolkit web configuration (TLS, basic auth).
 	ConfigFile string `koanf:"config_file"`
+	// EnablePprof serves the Go runtime's profiles at /debug/pprof/ (off by
+	// default: they reveal the exporter's internals and cost CPU).
+	EnablePprof bool `koanf:"enable_pprof"`
 }
 
 // OTLP configures trace export.
@@ -113,7 +116,7 @@ type Queues struct {
 // Log configures logging.
 type Log struct {
 	Level  string `koanf:"level"`  // debug, info, warn, error
-	Format string `koanf:"format"` // text or json
+	Format string `koanf:"format"` // logfmt (or text, the same) or json
 }
 
 // Defaults returns the built-in configuration as koanf keys.
@@ -121,6 +124,7 @@ func Defaults() map[string]any {
 	return map[string]any{
 		"web.listen_address":        DefaultListenAddress,
 		"web.config_file":           "",
+		"web.enable_pprof":          false,
 		"probes":                    ProbeNames(),
 		"otlp.endpoint":             "",
 		"otlp.protocol":             "grpc",
@@ -147,7 +151,11 @@ func Defaults() map[string]any {
 func Flags(fs *pflag.FlagSet) {
 	fs.String("config", "", "YAML configuration file")
 	fs.String("web.listen-address", DefaultListenAddress, "address to serve /metrics on")
+	fs.String("web.config.file", "", "exporter-toolkit web configuration file (TLS, basic auth)")
 	fs.String("web.config-file", "", "exporter-toolkit web configuration file (TLS, basic auth)")
+	// The Prometheus exporters' name is --web.config.file.
+	_ = fs.MarkDeprecated("web.config-file", "use --web.config.file")
+	fs.Bool("web.enable-pprof", false, "serve Go profiles at /debug/pprof/ and link them from the landing page")
 	fs.StringSlice("probes", nil, "event kinds to watch ("+strings.Join(ProbeNames(), ",")+")")
 	fs.String("otlp.endpoint", "", "OTLP receiver (host:port or URL); empty writes spans to --otlp.file")
 	fs.String("otlp.protocol", "grpc", "OTLP protocol: grpc or http")
@@ -163,7 +171,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("backoff.max", time.Minute, "longest delay before re-attaching a guest")
 	fs.Duration("verify.interval", collector.DefaultVerifyInterval, "how often to check that a watched guest was not rebooted (0: never)")
 	fs.String("log.level", "info", "log level: debug, info, warn, error")
-	fs.String("log.format", "text", "log format: text or json")
+	fs.String("log.format", "text", "log format: logfmt (text is the same) or json")
 }
 
 // Load reads the configuration: defaults, then the YAML file named by the
@@ -201,7 +209,7 @@ func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
 		if !f.Changed || f.Name == "config" {
 			return "", nil
 		}
-		return strings.ReplaceAll(f.Name, "-", "_"), posflag.FlagVal(fs, f)
+		return flagKey(f.Name), posflag.FlagVal(fs, f)
 	}), nil)
 	if err != nil {
 		return nil, fmt.Errorf("config flags: %w", err)
@@ -215,6 +223,17 @@ func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// flagKey is the configuration key a flag sets: its name with "-" for
+// "_", but for the names of web.config_file (the Prometheus
+// --web.config.file and the deprecated --web.config-file).
+func flagKey(name string) string {
+	switch name {
+	case "web.config.file", "web.config-file":
+		return "web.config_file"
+	}
+	return strings.ReplaceAll(name, "-", "_")
 }
 
 func (c *Config) setGuestDefaults() {
@@ -318,9 +337,9 @@ func (c *Config) Validate() error {
 		bad("log.level: unknown level %q", c.Log.Level)
 	}
 	switch c.Log.Format {
-	case "text", "json":
+	case "logfmt", "text", "json":
 	default:
-		bad("log.format: %q is neither text nor json", c.Log.Format)
+		bad("log.format: %q is neither logfmt (text) nor json", c.Log.Format)
 	}
 	for i, r := range c.Rules {
 		if n, _ := r["name"].(string); n == "" {
@@ -335,13 +354,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ValidateGuests checks the guest list.
+// ValidateGuests checks the guest list. An empty list is valid: the
+// daemon then serves its own metrics and waits (a DaemonSet pod on a host
+// without guests). What only the host can tell, such as whether a guest's
+// RAM file or sockets exist, is checked when the guest is attached, so
+// that a guest absent from this host is down (with a reason) rather than
+// a configuration error.
 func (c *Config) ValidateGuests() []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if len(c.Guests) == 0 {
-		bad("guests: none configured (add at least one under guests:)")
-	}
 	seen := map[string]bool{}
 	for i, g := range c.Guests {
 		where := fmt.Sprintf("guests[%d]", i)

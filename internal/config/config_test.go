@@ -128,7 +128,6 @@ func TestValidationErrors(t *testing.T) {
 		args       []string
 		want       []string
 	}{
-		{"no guests", "web: {listen_address: ':9860'}", nil, []string{"guests: none configured"}},
 		{"unknown probe", guests, []string{"--probes", "file.create,file.shred"}, []string{`unknown probe kind "file.shred"`, "known: file.create"}},
 		{"engine kind as probe", guests, []string{"--probes", "page.in"}, []string{`unknown probe kind "page.in"`, "known: file.create"}},
 		{"bad listen", guests, []string{"--web.listen-address", "localhost"}, []string{"web.listen_address: address localhost: missing port"}},
@@ -153,7 +152,6 @@ guests:
 			"guests[2] (bad name): name must be",
 			"guests[2] (bad name): xen.domain is required",
 			"guests[3]: no name",
-			"guests[3]: qemu.ram_path: stat /nonexistent/ram",
 		}},
 		{"qemu without gdb", "guests: [{name: a}]", nil, []string{"guests[0] (a): qemu.gdb_socket is required"}},
 		{"bad numbers", guests, []string{"--queues.size", "0", "--backoff.initial", "5s", "--backoff.max", "1s", "--metrics.process-label-cap", "-1", "--verify.interval", "-1s", "--queues.bytes", "10", "--limits.max-string-len", "10"},
@@ -173,6 +171,54 @@ guests:
 				}
 			}
 		})
+	}
+}
+
+// The same configuration serves every host of a fleet: no guests, and a
+// guest whose RAM file and sockets are not on this host, are valid (the
+// guest is down at attach time, with a reason), where real mistakes stay
+// errors.
+func TestHostLocalGuestsAreValid(t *testing.T) {
+	if _, err := load(t, []string{"--config", writeFile(t, "web: {listen_address: ':9860'}\nguests: []\n")}, nil); err != nil {
+		t.Errorf("no guests: %v", err)
+	}
+	c, err := load(t, []string{"--config", writeFile(t, `
+guests:
+  - name: absent
+    qemu: {gdb_socket: /nonexistent/absent.gdb, qmp_socket: /nonexistent/absent.qmp, ram_path: /nonexistent/ram, plugin_shm: /nonexistent/shm}
+`)}, nil)
+	if err != nil || len(c.Guests) != 1 {
+		t.Errorf("guest absent from this host: %v", err)
+	}
+	_, err = load(t, []string{"--config", writeFile(t, "guests: [{name: a, qemu: {gdb_socket: /x}, os: plan9}]\n")}, nil)
+	if err == nil || !strings.Contains(err.Error(), `os "plan9"`) {
+		t.Errorf("bad os: %v", err)
+	}
+	_, err = load(t, []string{"--config", writeFile(t, "guests: [{name: a, qemu: {plugin_shm: /x}}]\n")}, nil)
+	if err == nil || !strings.Contains(err.Error(), "qemu.plugin_shm needs qemu.ram_path") {
+		t.Errorf("plugin without RAM file: %v", err)
+	}
+}
+
+// --web.config.file is the Prometheus name; --web.config-file still works;
+// logfmt is a log format; pprof is off unless asked for.
+func TestPrometheusFlagNames(t *testing.T) {
+	web := writeFile(t, "")
+	for _, f := range []string{"--web.config.file", "--web.config-file"} {
+		c, err := load(t, []string{"--config", writeFile(t, guests), f, web, "--log.format", "logfmt"}, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if c.Web.ConfigFile != web || c.Log.Format != "logfmt" || c.Web.EnablePprof {
+			t.Errorf("%s: %+v %+v", f, c.Web, c.Log)
+		}
+	}
+	c, err := load(t, []string{"--config", writeFile(t, guests), "--web.enable-pprof"}, nil)
+	if err != nil || !c.Web.EnablePprof {
+		t.Errorf("--web.enable-pprof: %v %+v", err, c)
+	}
+	if _, err := load(t, []string{"--config", writeFile(t, guests), "--log.format", "xml"}, nil); err == nil || !strings.Contains(err.Error(), "log.format") {
+		t.Errorf("log.format xml: %v", err)
 	}
 }
 
