@@ -19,35 +19,35 @@ type GuestConfig struct {
 	// OS is "linux", "windows" or "auto".
 	OS      string        `koanf:"os" yaml:"os"`
 	QEMU    QEMUConfig    `koanf:"qemu" yaml:"qemu"`
-	Xen     XenConfig     `koanf:"xen" yaml:"xen"`
-	Profile ProfileConfig `koanf:"profile" yaml:"profile"`
+	Xen     XenConfig     `koanf:"xen" yaml:"xen,omitempty"`
+	Profile ProfileConfig `koanf:"profile" yaml:"profile,omitempty"`
 }
 
 // QEMUConfig locates a running QEMU guest: the section of the qemu
 // backend, which validates it (collector/attach).
 type QEMUConfig struct {
 	// GDBSocket is the gdbstub: a unix socket path or host:port.
-	GDBSocket string `koanf:"gdb_socket" yaml:"gdb_socket"`
+	GDBSocket string `koanf:"gdb_socket" yaml:"gdb_socket,omitempty"`
 	// QMPSocket is the QMP unix socket path (pause, resume, status).
-	QMPSocket string `koanf:"qmp_socket" yaml:"qmp_socket"`
+	QMPSocket string `koanf:"qmp_socket" yaml:"qmp_socket,omitempty"`
 	// RAMPath is the file of the guest's shared memory-backend-file; empty
 	// makes the driver read memory through the gdbstub (slow).
-	RAMPath string `koanf:"ram_path" yaml:"ram_path"`
+	RAMPath string `koanf:"ram_path" yaml:"ram_path,omitempty"`
 	// RAMSize is the size of guest RAM in bytes (0: size of RAMPath).
-	RAMSize uint64 `koanf:"ram_size" yaml:"ram_size"`
+	RAMSize uint64 `koanf:"ram_size" yaml:"ram_size,omitempty"`
 	// PluginSHM is the shared file of the vmi-hooks TCG plugin QEMU was
 	// started with (its shm= argument). When the file exists, hooks run
 	// through the plugin, which holds only the hitting vCPU, and the
 	// gdbstub is not used; it needs RAMPath. Otherwise the gdbstub's
 	// breakpoints, which stop the whole guest per hit, are the fallback.
-	PluginSHM string `koanf:"plugin_shm" yaml:"plugin_shm"`
+	PluginSHM string `koanf:"plugin_shm" yaml:"plugin_shm,omitempty"`
 }
 
 // XenConfig locates a Xen domain: the section of the xen backend, which
 // validates it (collector/attach).
 type XenConfig struct {
 	// Domain is the domain's name (xl list); the guest's name if empty.
-	Domain string `koanf:"domain" yaml:"domain"`
+	Domain string `koanf:"domain" yaml:"domain,omitempty"`
 }
 
 // ProfileConfig overrides how the OS layer finds kernel symbols and types.
@@ -56,10 +56,10 @@ type ProfileConfig struct {
 	// vmlinux): symbols from its kallsyms, types from its BTF. Without it
 	// the attacher finds the kernel banner in guest memory and takes the
 	// profile cached under that banner.
-	KernelImage string `koanf:"kernel_image" yaml:"kernel_image"`
-	SystemMap   string `koanf:"system_map" yaml:"system_map"` // System.map file
-	ISF         string `koanf:"isf" yaml:"isf"`               // Volatility 3 ISF (JSON, optionally .xz)
-	CacheDir    string `koanf:"cache_dir" yaml:"cache_dir"`   // where built profiles are cached
+	KernelImage string `koanf:"kernel_image" yaml:"kernel_image,omitempty"`
+	SystemMap   string `koanf:"system_map" yaml:"system_map,omitempty"` // System.map file
+	ISF         string `koanf:"isf" yaml:"isf,omitempty"`               // Volatility 3 ISF (JSON, optionally .xz)
+	CacheDir    string `koanf:"cache_dir" yaml:"cache_dir,omitempty"`   // where built profiles are cached
 }
 
 // Attacher connects to a guest. One Attacher serves every guest of its

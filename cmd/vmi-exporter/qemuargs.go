@@ -92,22 +92,8 @@ func qemuArgsCmd(args []string, stdout, stderr io.Writer) error {
 		if *format == "all" {
 			fmt.Fprintln(stdout, "\n# vmi-exporter configuration (guests: entry)")
 		}
-		// The keys of collector.QEMUConfig, empty ones left out.
-		type qemuKeys struct {
-			GDBSocket string `yaml:"gdb_socket,omitempty"`
-			QMPSocket string `yaml:"qmp_socket"`
-			RAMPath   string `yaml:"ram_path"`
-			PluginSHM string `yaml:"plugin_shm,omitempty"`
-		}
-		type guestKeys struct {
-			Name   string   `yaml:"name"`
-			Driver string   `yaml:"driver"`
-			OS     string   `yaml:"os"`
-			QEMU   qemuKeys `yaml:"qemu"`
-		}
-		q := g.QEMU
-		out, err := yaml.Marshal(map[string]any{"guests": []guestKeys{{g.Name, g.Driver, g.OS,
-			qemuKeys{q.GDBSocket, q.QMPSocket, q.RAMPath, q.PluginSHM}}}})
+		// GuestConfig's own yaml keys, the unset ones omitted.
+		out, err := yaml.Marshal(map[string]any{"guests": []collector.GuestConfig{g}})
 		if err != nil {
 			return fmt.Errorf("qemu-args: %w", err)
 		}
