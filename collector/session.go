@@ -48,6 +48,12 @@ type QEMUConfig struct {
 type XenConfig struct {
 	// Domain is the domain's name (xl list); the guest's name if empty.
 	Domain string `koanf:"domain" yaml:"domain,omitempty"`
+	// LockDir holds the exporter's claim on each domain it watches, by
+	// which the next exporter tells a dead one's orphaned vm_event ring
+	// (torn down at attach) from a live introspector's; empty means
+	// /run/vmi-exporter. In a container it must outlive the container (a
+	// hostPath), or a crashed exporter's ring is not recognised.
+	LockDir string `koanf:"lock_dir" yaml:"lock_dir,omitempty"`
 }
 
 // ProfileConfig overrides how the OS layer finds kernel symbols and types.

@@ -25,9 +25,12 @@ func openXen(_ context.Context, g collector.GuestConfig, log *slog.Logger) (driv
 	if err != nil {
 		return nil, "", err
 	}
-	d, err := xen.OpenDomain(id, xen.Config{Logger: log, LivenessInterval: -1})
+	d, err := xen.OpenDomain(id, xen.Config{Logger: log, LivenessInterval: -1, LockDir: g.Xen.LockDir})
 	if err != nil {
 		return nil, "", err
+	}
+	if d.Reclaimed() {
+		log.Warn("tore down the orphaned vm_event ring of a dead exporter", "domid", id)
 	}
 	return d, strconv.FormatUint(uint64(id), 10), nil
 }

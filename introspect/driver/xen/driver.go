@@ -46,6 +46,12 @@ type Config struct {
 	// LivenessInterval is how often WaitEvent checks the domain while no
 	// event comes; 0 means DefaultLivenessInterval, negative never.
 	LivenessInterval time.Duration
+	// LockDir is where the driver records its claim on the domain, so that
+	// a later exporter can tell the vm_event ring of a dead exporter (an
+	// orphan it tears down at attach) from the ring of a live introspector
+	// (an error). OpenDomain uses DefaultLockDir when it is empty; drivers
+	// built on other hypervisor handles take no claim then.
+	LockDir string
 }
 
 // Driver is attached to one HVM domain. Open and OpenDomain (build tag
@@ -85,6 +91,9 @@ type Driver struct {
 
 	liveness  time.Duration
 	lastAlive time.Time // last liveness check by WaitEvent
+
+	claim     *claim // nil: no claim taken (Config.LockDir empty)
+	reclaimed bool   // an orphaned ring was torn down (once per driver)
 }
 
 type mapping struct {
@@ -137,6 +146,13 @@ func newDriver(hv hypervisor, domid uint32, nvcpus int, cfg Config) (*Driver, er
 	}
 	if err := d.refreshMaxGfn(); err != nil {
 		return nil, err
+	}
+	if cfg.LockDir != "" {
+		c, err := takeClaim(cfg.LockDir, domid)
+		if err != nil {
+			return nil, err
+		}
+		d.claim = c
 	}
 	capacity := cfg.CacheFrames
 	if capacity <= 0 {
@@ -580,6 +596,15 @@ func (d *Driver) ensureRing() error {
 		return nil
 	}
 	page, err := d.hv.monitorEnable()
+	if err != nil && d.claim != nil && d.claim.stale != 0 && !d.reclaimed {
+		// The ring is enabled and the exporter that recorded this domain
+		// died without Close: its hooks may still sit in views and vCPUs
+		// may wait for answers no one will send. Tear it down and retry.
+		if rerr := d.reclaimOrphan(); rerr != nil {
+			return fmt.Errorf("xen: enable vm_event monitor: %w; tearing down the ring of dead exporter pid %d: %w", err, d.claim.stale, rerr)
+		}
+		page, err = d.hv.monitorEnable()
+	}
 	if err != nil {
 		return fmt.Errorf("xen: enable vm_event monitor (is another introspector attached?): %w", err)
 	}
@@ -889,6 +914,50 @@ func (d *Driver) Close() error {
 	}
 	d.pauses = 0
 	step("close handles", d.hv.close())
+	step("release the claim on the domain", d.claim.release())
+	return errors.Join(errs...)
+}
+
+// Reclaimed reports whether this driver tore down the orphaned vm_event
+// ring of a dead exporter when it enabled its own.
+func (d *Driver) Reclaimed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reclaimed
+}
+
+// reclaimOrphan undoes what a dead exporter left enabled, with the domain
+// paused: its vm_event ring (Xen unpauses every vCPU waiting on it for an
+// answer), its monitors, its altp2m views (with them its hidden
+// breakpoints: left in place, an INT3 with no monitor would reach the
+// guest's own handler) and single-step. The frames it populated for shadow
+// pages stay allocated to the domain, as no record names them; no view maps
+// them any more, so the guest cannot see them.
+func (d *Driver) reclaimOrphan() error {
+	d.reclaimed = true
+	d.log.Warn("tearing down the vm_event ring of a dead exporter", "stale_pid", d.claim.stale)
+	if err := d.hv.pause(); err != nil {
+		return fmt.Errorf("pause: %w", err)
+	}
+	var errs []error
+	if err := d.hv.forceMonitorDisable(); err != nil {
+		errs = append(errs, fmt.Errorf("disable the orphaned ring: %w", err))
+	}
+	if on, err := d.hv.altp2mState(); err != nil {
+		errs = append(errs, fmt.Errorf("altp2m state: %w", err))
+	} else if on {
+		if err := d.hv.setAltp2mState(false); err != nil {
+			errs = append(errs, fmt.Errorf("disable altp2m (the dead exporter's views): %w", err))
+		}
+	}
+	for v := range d.nvcpus {
+		if err := d.hv.singleStepOff(introspect.VCPU(v)); err != nil {
+			errs = append(errs, fmt.Errorf("single-step off on vCPU %d: %w", v, err))
+		}
+	}
+	if err := d.hv.unpause(); err != nil {
+		errs = append(errs, fmt.Errorf("unpause: %w", err))
+	}
 	return errors.Join(errs...)
 }
 

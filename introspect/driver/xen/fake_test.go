@@ -199,6 +199,15 @@ func (f *fakeXen) monitorDisable() error {
 	return f.call("monitorDisable")
 }
 
+func (f *fakeXen) forceMonitorDisable() error {
+	if err := f.call("forceMonitorDisable"); err != nil {
+		return err
+	}
+	f.ring, f.fe = nil, nil
+	clear(f.monitors)
+	return nil
+}
+
 func (f *fakeXen) setMonitor(m driver.Monitor, on bool) error {
 	if err := f.call(fmt.Sprintf("setMonitor(%d,%v)", m, on)); err != nil {
 		return err

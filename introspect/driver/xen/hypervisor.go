@@ -34,6 +34,10 @@ type hypervisor interface {
 	// continuing past errors.
 	monitorEnable() (page []byte, err error)
 	monitorDisable() error
+	// forceMonitorDisable disables the domain's vm_event monitor ring and
+	// its breakpoint and single-step monitors whoever enabled them (the
+	// teardown of a dead exporter's orphaned ring).
+	forceMonitorDisable() error
 	setMonitor(m driver.Monitor, on bool) error
 	// wait blocks until the event channel fires (and acknowledges it) or
 	// timeoutMs passes.

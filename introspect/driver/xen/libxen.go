@@ -74,6 +74,9 @@ func Open(name string, cfg Config) (*Driver, error) {
 // the domain or change it; monitors, views and frames are set up on demand
 // and undone by Close.
 func OpenDomain(domid uint32, cfg Config) (*Driver, error) {
+	if cfg.LockDir == "" {
+		cfg.LockDir = DefaultLockDir
+	}
 	x := &libxen{domid: C.uint32_t(domid)}
 	var d *Driver
 	nvcpus, err := x.open()
@@ -283,6 +286,13 @@ func (x *libxen) monitorDisable() error {
 		x.ringPage = nil
 	}
 	return errors.Join(errs...)
+}
+
+func (x *libxen) forceMonitorDisable() error {
+	rc1, cerr1 := C.xc_monitor_software_breakpoint(x.xch, x.domid, C.bool(false))
+	rc2, cerr2 := C.xc_monitor_singlestep(x.xch, x.domid, C.bool(false))
+	rc3, cerr3 := C.xc_monitor_disable(x.xch, x.domid)
+	return errors.Join(errno(rc1, cerr1), errno(rc2, cerr2), errno(rc3, cerr3))
 }
 
 func (x *libxen) setMonitor(m driver.Monitor, on bool) error {
